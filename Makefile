@@ -1,0 +1,96 @@
+# celers-broker-sql for Lua
+#   make            build celers/core.so for Lua 5.4 (build/lua5.4/)
+#   make LUA=luajit build it for LuaJIT / Lua 5.1 ABI, as nginx loads it (build/luajit/)
+#   make test       install what is missing, build, run every spec on a private MariaDB
+#   make demo       the same set-up, then a producer and a worker pool (examples/)
+#   make bench      throughput of each operation beside the raw-SQL floor
+#   make lint       clang-format check, cppcheck, clang-tidy, luacheck
+#   make valgrind   the specs under valgrind (Lua 5.4)
+#   make install    core.so and the Lua modules into the system Lua paths
+#   make db-start / db-stop   the private MariaDB server in .db/
+
+LUA ?= lua5.4
+ifeq ($(LUA),luajit)
+  LUA_PC := luajit
+  LUA_ABI := 5.1
+else ifeq ($(LUA),5.1)
+  LUA_PC := luajit
+  LUA_ABI := 5.1
+  override LUA := luajit
+else
+  LUA_PC := lua5.4
+  LUA_ABI := 5.4
+  override LUA := lua5.4
+endif
+
+MYSQL_PC := $(shell pkg-config --exists libmariadb && echo libmariadb || echo mysqlclient)
+BUILD := build/$(LUA)
+CC ?= cc
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -Wall -Wextra -Werror -Icsrc -I$(BUILD) \
+          $(shell pkg-config --cflags $(LUA_PC) $(MYSQL_PC) uuid)
+LDLIBS := $(shell pkg-config --libs $(MYSQL_PC) uuid)
+
+CORE_SRC := errors.c config.c uuid7.c connection.c statement.c migrate.c task.c admin.c process.c
+BIND_SRC := auxiliar.c lbroker.c ladmin.c lcore.c
+OBJS := $(addprefix $(BUILD)/,$(CORE_SRC:.c=.o) $(BIND_SRC:.c=.o) migrations_data.o)
+SQL := $(sort $(wildcard sql/*.sql))
+SO := $(BUILD)/celers/core.so
+
+PREFIX ?= /usr/local
+LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
+LUA_SHAREDIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
+
+.PHONY: all build test demo bench lint format valgrind install clean db-start db-stop
+
+all: build
+build: $(SO)
+
+$(SO): $(OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@ $(OBJS) $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/%.o: csrc/%.c csrc/*.h | $(BUILD)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/migrations_data.c: $(SQL) scripts/embed-sql.sh | $(BUILD)
+	scripts/embed-sql.sh $(SQL) > $@
+
+$(BUILD)/migrations_data.o: $(BUILD)/migrations_data.c csrc/migrate.h
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD):
+	mkdir -p $@
+
+test:
+	scripts/test.sh
+
+demo:
+	scripts/demo.sh
+
+bench:
+	scripts/bench.sh
+
+lint:
+	scripts/lint.sh
+
+format:
+	clang-format -i csrc/*.c csrc/*.h bench/*.c
+
+valgrind:
+	scripts/valgrind.sh
+
+install: $(SO)
+	install -d $(DESTDIR)$(LUA_LIBDIR)/celers $(DESTDIR)$(LUA_SHAREDIR)/celers $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(SO) $(DESTDIR)$(LUA_LIBDIR)/celers/core.so
+	install -m 644 lua/celers/*.lua $(DESTDIR)$(LUA_SHAREDIR)/celers/
+	install -m 755 bin/celers $(DESTDIR)$(PREFIX)/bin/celers
+
+clean:
+	rm -rf build
+
+db-start:
+	scripts/db.sh start
+
+db-stop:
+	scripts/db.sh stop

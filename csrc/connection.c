@@ -1,0 +1,247 @@
+#include "connection.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEADLOCK_TRIES 5
+
+double ce_monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void ce_sleep(double seconds)
+{
+    struct timespec ts;
+    if (seconds <= 0) return;
+    ts.tv_sec = (time_t)seconds;
+    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+    nanosleep(&ts, NULL);
+}
+
+static void drop_statements(ce_conn *c)
+{
+    for (int i = 0; i < CE_STMT_CACHE; i++) {
+        if (c->cache[i].stmt) mysql_stmt_close(c->cache[i].stmt);
+        free(c->cache[i].sql);
+        c->cache[i].stmt = NULL;
+        c->cache[i].sql = NULL;
+    }
+}
+
+static void drop_link(ce_conn *c)
+{
+    drop_statements(c);
+    if (c->mysql) mysql_close(c->mysql);
+    c->mysql = NULL;
+    c->in_tx = 0;
+}
+
+static int connect_once(ce_conn *c, ce_error *err)
+{
+    const ce_config *cfg = &c->cfg;
+    my_bool off = 0;
+    MYSQL *m = mysql_init(NULL);
+    if (!m) return ce_error_set(err, CE_ENOMEM, "out of memory");
+    mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+    mysql_options(m, MYSQL_OPT_RECONNECT, &off); /* we reconnect ourselves, re-preparing */
+    if (cfg->connect_timeout) mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &cfg->connect_timeout);
+    if (cfg->read_timeout) mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &cfg->read_timeout);
+    if (cfg->write_timeout) mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &cfg->write_timeout);
+    /* The database clock decides, in UTC; READ COMMITTED keeps SKIP LOCKED claims free of
+     * gap locks. Both run again on every reconnect. */
+    mysql_options(m, MYSQL_INIT_COMMAND, "SET time_zone = '+00:00'");
+    mysql_options(m, MYSQL_INIT_COMMAND, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
+    if (cfg->ssl || cfg->ssl_ca || cfg->ssl_cert) {
+        my_bool enforce = 1, verify = cfg->ssl_verify ? 1 : 0;
+        mysql_ssl_set(m, cfg->ssl_key, cfg->ssl_cert, cfg->ssl_ca, cfg->ssl_capath,
+                      cfg->ssl_cipher);
+        mysql_options(m, MYSQL_OPT_SSL_ENFORCE, &enforce);
+        mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
+    }
+    if (!mysql_real_connect(m, cfg->socket ? NULL : (cfg->host ? cfg->host : "localhost"),
+                            cfg->user, cfg->password, cfg->database, cfg->port, cfg->socket, 0)) {
+        ce_error_from_mysql(err, m);
+        if (err->code == CE_ELOST || err->code == CE_ESQL || err->code == CE_ETIMEOUT)
+            err->code = CE_ECONNECT;
+        mysql_close(m);
+        return -1;
+    }
+    c->mysql = m;
+    c->broken = 0;
+    return 0;
+}
+
+ce_conn *ce_conn_open(const ce_config *cfg, ce_error *err)
+{
+    ce_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        ce_error_set(err, CE_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (ce_config_copy(&c->cfg, cfg, err) < 0) {
+        free(c);
+        return NULL;
+    }
+    if (connect_once(c, err) < 0) {
+        ce_config_free(&c->cfg);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void ce_conn_close(ce_conn *c)
+{
+    if (!c) return;
+    drop_link(c);
+    ce_config_free(&c->cfg);
+    free(c);
+}
+
+int ce_conn_reconnect(ce_conn *c, ce_error *err)
+{
+    double pause = c->cfg.reconnect_backoff;
+    unsigned int tries = c->cfg.reconnect_tries ? c->cfg.reconnect_tries : 1;
+    drop_link(c);
+    c->broken = 1;
+    for (unsigned int i = 0; i < tries; i++) {
+        if (i > 0) {
+            ce_sleep(pause);
+            pause = pause * 2 > 5 ? 5 : pause * 2;
+        }
+        if (connect_once(c, err) == 0) {
+            c->reconnects++;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+MYSQL_STMT *ce_conn_prepare(ce_conn *c, const char *sql, ce_error *err)
+{
+    int slot = -1;
+    unsigned long oldest = (unsigned long)-1;
+    my_bool update_max = 1;
+    MYSQL_STMT *stmt;
+    char *copy;
+
+    c->tick++;
+    for (int i = 0; i < CE_STMT_CACHE; i++) {
+        if (c->cache[i].sql && !strcmp(c->cache[i].sql, sql)) {
+            c->cache[i].used = c->tick;
+            return c->cache[i].stmt;
+        }
+        if (!c->cache[i].sql) {
+            if (oldest) { /* prefer a free slot */
+                slot = i;
+                oldest = 0;
+            }
+        } else if (c->cache[i].used < oldest) {
+            slot = i;
+            oldest = c->cache[i].used;
+        }
+    }
+    if (!c->mysql) {
+        ce_error_set(err, CE_ELOST, "not connected");
+        return NULL;
+    }
+    stmt = mysql_stmt_init(c->mysql);
+    if (!stmt) {
+        ce_error_from_mysql(err, c->mysql);
+        return NULL;
+    }
+    if (mysql_stmt_prepare(stmt, sql, (unsigned long)strlen(sql))) {
+        ce_error_from_stmt(err, stmt);
+        mysql_stmt_close(stmt);
+        return NULL;
+    }
+    /* Lets result buffers be sized exactly after mysql_stmt_store_result. */
+    mysql_stmt_attr_set(stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &update_max);
+    copy = strdup(sql);
+    if (!copy) {
+        mysql_stmt_close(stmt);
+        ce_error_set(err, CE_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (c->cache[slot].stmt) mysql_stmt_close(c->cache[slot].stmt);
+    free(c->cache[slot].sql);
+    c->cache[slot].sql = copy;
+    c->cache[slot].stmt = stmt;
+    c->cache[slot].used = c->tick;
+    return stmt;
+}
+
+int ce_conn_query(ce_conn *c, const char *sql, ce_error *err)
+{
+    MYSQL_RES *res;
+    if (!c->mysql) return ce_error_set(err, CE_ELOST, "not connected");
+    if (mysql_real_query(c->mysql, sql, (unsigned long)strlen(sql)))
+        return ce_error_from_mysql(err, c->mysql);
+    res = mysql_store_result(c->mysql);
+    if (res) mysql_free_result(res);
+    else if (mysql_field_count(c->mysql))
+        return ce_error_from_mysql(err, c->mysql);
+    return 0;
+}
+
+int ce_conn_begin(ce_conn *c, ce_error *err)
+{
+    if (ce_conn_query(c, "START TRANSACTION", err) < 0) return -1;
+    c->in_tx = 1;
+    return 0;
+}
+
+int ce_conn_commit(ce_conn *c, ce_error *err)
+{
+    c->in_tx = 0;
+    if (!c->mysql) return ce_error_set(err, CE_ELOST, "not connected");
+    c->committing = 1;
+    if (mysql_commit(c->mysql)) return ce_error_from_mysql(err, c->mysql);
+    c->committing = 0;
+    return 0;
+}
+
+void ce_conn_rollback(ce_conn *c)
+{
+    if (c->in_tx && c->mysql) mysql_rollback(c->mysql);
+    c->in_tx = 0;
+}
+
+int ce_conn_run(ce_conn *c, ce_repeat repeat, ce_op_fn fn, void *ctx, ce_error *err)
+{
+    int lost_retried = 0, deadlocks = 0;
+    if (c->broken || !c->mysql) {
+        if (ce_conn_reconnect(c, err) < 0) return -1;
+    }
+    for (;;) {
+        int was_committing;
+        ce_error_clear(err);
+        if (fn(c, ctx, err) == 0) return 0;
+        was_committing = c->committing;
+        c->committing = 0;
+        ce_conn_rollback(c);
+        if (err->code == CE_ELOST || err->code == CE_ETIMEOUT) {
+            ce_error saved = *err;
+            /* The link is unusable either way; bring it back for the next call. */
+            if (ce_conn_reconnect(c, err) < 0) return -1;
+            /* A COMMIT whose answer was lost may have taken effect: never repeat it. */
+            if (repeat == CE_REPEAT && !lost_retried && !was_committing) {
+                lost_retried = 1;
+                continue;
+            }
+            *err = saved;
+            return -1;
+        }
+        /* InnoDB rolled the statement or transaction back: running it again is safe. */
+        if ((err->code == CE_EDEADLOCK || err->code == CE_ELOCKWAIT) &&
+            ++deadlocks < DEADLOCK_TRIES) {
+            ce_sleep(0.002 * deadlocks);
+            continue;
+        }
+        return -1;
+    }
+}

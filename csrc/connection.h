@@ -1,0 +1,62 @@
+/* One connection to the server: connect, session set-up (UTC, utf8mb4, READ COMMITTED),
+ * a cache of prepared statements, transactions, and bounded reconnect. */
+#ifndef CELERS_CONNECTION_H
+#define CELERS_CONNECTION_H
+
+#include <mysql.h>
+
+#include "config.h"
+#include "errors.h"
+
+#define CE_STMT_CACHE 64
+
+typedef struct ce_cached_stmt {
+    char *sql;         /* owned copy of the statement text, the cache key */
+    MYSQL_STMT *stmt;  /* owned */
+    unsigned long used; /* tick of last use, for eviction */
+} ce_cached_stmt;
+
+typedef struct ce_conn {
+    MYSQL *mysql; /* owned; NULL while disconnected */
+    ce_config cfg; /* owned copy */
+    ce_cached_stmt cache[CE_STMT_CACHE];
+    unsigned long tick;
+    int in_tx;          /* a transaction we began is open */
+    int broken;         /* the link is known dead: reconnect before the next statement */
+    int committing;     /* a COMMIT was sent and has not been answered */
+    unsigned long reconnects; /* how many times the link was re-established */
+    double last_recover; /* monotonic seconds of the last lease sweep (see task.c) */
+} ce_conn;
+
+/* Connect with cfg (copied). Returns NULL and fills err on failure. */
+ce_conn *ce_conn_open(const ce_config *cfg, ce_error *err);
+/* Close statements and the link, free everything. NULL is fine. */
+void ce_conn_close(ce_conn *c);
+/* Drop the link and statements, connect again: bounded tries with doubling backoff. */
+int ce_conn_reconnect(ce_conn *c, ce_error *err);
+
+/* Prepared statement for sql, from the cache or prepared now. Owned by the cache. */
+MYSQL_STMT *ce_conn_prepare(ce_conn *c, const char *sql, ce_error *err);
+/* Run a statement text that returns no rows (BEGIN, COMMIT, DDL). */
+int ce_conn_query(ce_conn *c, const char *sql, ce_error *err);
+
+int ce_conn_begin(ce_conn *c, ce_error *err);
+int ce_conn_commit(ce_conn *c, ce_error *err);
+/* Best effort; never fails the caller. */
+void ce_conn_rollback(ce_conn *c);
+
+/* How an operation may be repeated after a lost connection:
+ * CE_ONCE     - it may already have taken effect: reconnect, then report "lost";
+ * CE_REPEAT   - reads, and transactions that had not reached COMMIT: reconnect and run again. */
+typedef enum { CE_ONCE = 0, CE_REPEAT = 1 } ce_repeat;
+
+typedef int (*ce_op_fn)(ce_conn *c, void *ctx, ce_error *err);
+/* Run fn with the reconnect policy above, rolling back an open transaction on error and
+ * retrying deadlocks and lock-wait timeouts a bounded number of times. */
+int ce_conn_run(ce_conn *c, ce_repeat repeat, ce_op_fn fn, void *ctx, ce_error *err);
+
+/* Monotonic clock in seconds, for pacing. */
+double ce_monotonic(void);
+void ce_sleep(double seconds);
+
+#endif

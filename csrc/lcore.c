@@ -1,0 +1,335 @@
+/* Module celers.core: connect, JSON hooks, ids, per-process counters, and the process
+ * helpers a worker pool needs. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "auxiliar.h"
+#include "config.h"
+#include "lbroker.h"
+#include "process.h"
+#include "uuid7.h"
+
+#define CELERS_VERSION "0.1.0"
+
+static const char *const CONNECT_OPTIONS[] = {
+    "dsn", "host", "port", "user", "password", "database", "socket", "queue", "connect_timeout",
+    "read_timeout", "write_timeout", "ssl", "lease", "retry", "reconnect_tries",
+    "reconnect_backoff", "recover_interval", "worker_id", NULL,
+};
+
+/* Raise after freeing cfg: the message is copied first since it may live in cfg's error. */
+static int config_fail(lua_State *L, ce_config *cfg, const char *msg)
+{
+    char buf[600];
+    snprintf(buf, sizeof buf, "celers: connect: %s", msg);
+    ce_config_free(cfg);
+    return luaL_error(L, "%s", buf);
+}
+
+/* Set cfg key from the value on top of the stack (string, number or boolean); pops it. */
+static void set_from_stack(lua_State *L, ce_config *cfg, const char *key, const char *name)
+{
+    char num[64];
+    const char *value;
+    ce_error err;
+    int t = lua_type(L, -1);
+    if (t == LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    if (t == LUA_TBOOLEAN) {
+        value = lua_toboolean(L, -1) ? "true" : "false";
+    } else if (t == LUA_TNUMBER) {
+        snprintf(num, sizeof num, "%.17g", (double)lua_tonumber(L, -1));
+        value = num;
+    } else if (t == LUA_TSTRING) {
+        value = lua_tostring(L, -1);
+    } else {
+        char msg[200];
+        snprintf(msg, sizeof msg, "'%s' must be a string or a number (got %s)", name,
+                 lua_typename(L, t));
+        config_fail(L, cfg, msg);
+        return;
+    }
+    if (ce_config_set(cfg, key, value, &err) < 0) config_fail(L, cfg, err.message);
+    lua_pop(L, 1);
+}
+
+static void read_connect_table(lua_State *L, ce_config *cfg)
+{
+    static const char *const plain[] = {
+        "host", "port", "user", "password", "database", "socket", "queue", "connect_timeout",
+        "read_timeout", "write_timeout", "lease", "reconnect_tries", "reconnect_backoff",
+        "recover_interval", NULL,
+    };
+    static const char *const ssl_keys[][2] = {{"ca", "ssl_ca"},       {"capath", "ssl_capath"},
+                                              {"cert", "ssl_cert"},   {"key", "ssl_key"},
+                                              {"cipher", "ssl_cipher"}, {"verify", "ssl_verify"}};
+    static const char *const retry_keys[][2] = {
+        {"base", "retry_base"}, {"factor", "retry_factor"}, {"max", "retry_max"}};
+    ce_error err;
+
+    lua_getfield(L, 1, "dsn");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        if (ce_config_parse_dsn(cfg, lua_tostring(L, -1), &err) < 0)
+            config_fail(L, cfg, err.message);
+    } else if (!lua_isnil(L, -1)) {
+        config_fail(L, cfg, "'dsn' must be a string");
+    }
+    lua_pop(L, 1);
+    for (int i = 0; plain[i]; i++) {
+        lua_getfield(L, 1, plain[i]);
+        set_from_stack(L, cfg, plain[i], plain[i]);
+    }
+    lua_getfield(L, 1, "ssl");
+    if (lua_istable(L, -1)) {
+        lua_pushstring(L, "true");
+        set_from_stack(L, cfg, "ssl", "ssl");
+        for (size_t i = 0; i < sizeof ssl_keys / sizeof ssl_keys[0]; i++) {
+            lua_getfield(L, -1, ssl_keys[i][0]);
+            set_from_stack(L, cfg, ssl_keys[i][1], ssl_keys[i][0]);
+        }
+        lua_pop(L, 1);
+    } else {
+        set_from_stack(L, cfg, "ssl", "ssl");
+    }
+    lua_getfield(L, 1, "retry");
+    if (lua_istable(L, -1)) {
+        for (size_t i = 0; i < sizeof retry_keys / sizeof retry_keys[0]; i++) {
+            lua_getfield(L, -1, retry_keys[i][0]);
+            set_from_stack(L, cfg, retry_keys[i][1], retry_keys[i][0]);
+        }
+    } else if (!lua_isnil(L, -1)) {
+        config_fail(L, cfg, "'retry' must be a table {base=, factor=, max=}");
+    }
+    lua_pop(L, 1);
+}
+
+static int core_connect(lua_State *L)
+{
+    ce_config cfg;
+    ce_error err;
+    ce_conn *conn;
+    shared_conn *shared;
+    char worker[300], host[256];
+    const char *worker_opt = NULL;
+
+    ce_config_init(&cfg);
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        if (ce_config_parse_dsn(&cfg, lua_tostring(L, 1), &err) < 0)
+            config_fail(L, &cfg, err.message);
+    } else if (lua_istable(L, 1)) {
+        aux_check_options(L, 1, "connect", CONNECT_OPTIONS);
+        lua_getfield(L, 1, "worker_id");
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+            aux_arg_error(L, "connect", "worker_id", "a string", -1);
+        worker_opt = lua_tostring(L, -1); /* anchored by the options table */
+        lua_pop(L, 1);
+        read_connect_table(L, &cfg);
+    } else {
+        aux_arg_error(L, "connect", "dsn", "a DSN string or an options table", 1);
+    }
+    if (!cfg.queue && ce_config_set(&cfg, "queue", "default", &err) < 0)
+        config_fail(L, &cfg, err.message);
+    if (!*cfg.queue) config_fail(L, &cfg, "'queue' must not be empty");
+    if (ce_hostname(host, sizeof host) < 0) snprintf(host, sizeof host, "localhost");
+    snprintf(worker, sizeof worker, "%s:%ld", host, (long)getpid());
+
+    /* Everything that can raise is done; from here failures are returned. */
+    shared = malloc(sizeof *shared);
+    if (!shared) {
+        ce_config_free(&cfg);
+        return luaL_error(L, "celers: connect: out of memory");
+    }
+    conn = ce_conn_open(&cfg, &err);
+    if (!conn) {
+        free(shared);
+        ce_config_free(&cfg);
+        return aux_push_error(L, &err);
+    }
+    shared->conn = conn;
+    shared->refs = 0;
+    /* lbroker_push takes the reference; if it raises, the userdata's __gc releases it. */
+    lbroker_push(L, shared, conn->cfg.queue, worker_opt ? worker_opt : worker);
+    ce_config_free(&cfg);
+    return 1;
+}
+
+static int core_set_json(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "celers.json_encode");
+    lua_pushvalue(L, 2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "celers.json_decode");
+    return 0;
+}
+
+static int core_counters(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "celers.counters");
+    return 1;
+}
+
+static int core_uuid7(lua_State *L)
+{
+    char id[CE_UUID_LEN + 1];
+    ce_uuid7(id);
+    lua_pushstring(L, id);
+    return 1;
+}
+
+static int core_error(lua_State *L)
+{
+    ce_error err;
+    const char *code = aux_check_string(L, 1, "error", "code", NULL);
+    const char *msg = aux_check_string(L, 2, "error", "message", NULL);
+    ce_error_set(&err, CE_ESQL, "%s", msg);
+    aux_push_error(L, &err);
+    lua_pushstring(L, code);
+    lua_setfield(L, -2, "code");
+    lua_pushboolean(L, lua_toboolean(L, 3));
+    lua_setfield(L, -2, "retryable");
+    return 1;
+}
+
+/* ---- process helpers ----------------------------------------------------------------- */
+
+static int core_fork(lua_State *L)
+{
+    pid_t pid = ce_fork();
+    if (pid < 0) return luaL_error(L, "celers: fork failed");
+    lua_pushinteger(L, (lua_Integer)pid);
+    return 1;
+}
+
+static int core_wait(lua_State *L)
+{
+    pid_t pid = lua_isnoneornil(L, 1) ? -1 : (pid_t)aux_check_number(L, 1, "wait", "pid");
+    int nohang = lua_toboolean(L, 2);
+    ce_child_status st;
+    if (ce_wait(pid, nohang, &st) < 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "no child");
+        return 2;
+    }
+    if (st.pid == 0) {
+        lua_pushinteger(L, 0);
+        return 1;
+    }
+    lua_pushinteger(L, (lua_Integer)st.pid);
+    lua_pushstring(L, st.exited ? "exited" : "killed");
+    lua_pushinteger(L, st.code);
+    return 3;
+}
+
+static int core_kill(lua_State *L)
+{
+    pid_t pid = (pid_t)aux_check_number(L, 1, "kill", "pid");
+    int sig = (int)aux_check_number(L, 2, "kill", "signal");
+    lua_pushboolean(L, ce_kill(pid, sig) == 0);
+    return 1;
+}
+
+static int core_trap_stop_signals(lua_State *L)
+{
+    lua_pushboolean(L, ce_trap_stop_signals() == 0);
+    return 1;
+}
+
+static int core_stop_signal(lua_State *L)
+{
+    int sig = ce_stop_signal();
+    if (!sig) return 0;
+    lua_pushinteger(L, sig);
+    return 1;
+}
+
+static int core_clear_stop_signal(lua_State *L)
+{
+    (void)L;
+    ce_clear_stop_signal();
+    return 0;
+}
+
+static int core_default_stop_signals(lua_State *L)
+{
+    (void)L;
+    ce_default_stop_signals();
+    return 0;
+}
+
+static int core_sleep(lua_State *L)
+{
+    ce_sleep(aux_check_nonneg(L, 1, "sleep", "seconds"));
+    return 0;
+}
+
+static int core_time(lua_State *L)
+{
+    lua_pushnumber(L, ce_time());
+    return 1;
+}
+
+static int core_monotonic(lua_State *L)
+{
+    lua_pushnumber(L, ce_monotonic());
+    return 1;
+}
+
+static int core_getpid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
+static int core_hostname(lua_State *L)
+{
+    char host[256];
+    if (ce_hostname(host, sizeof host) < 0) snprintf(host, sizeof host, "localhost");
+    lua_pushstring(L, host);
+    return 1;
+}
+
+static const luaL_Reg functions[] = {
+    {"connect", core_connect},
+    {"set_json", core_set_json},
+    {"counters", core_counters},
+    {"uuid7", core_uuid7},
+    {"error", core_error},
+    {"fork", core_fork},
+    {"wait", core_wait},
+    {"kill", core_kill},
+    {"trap_stop_signals", core_trap_stop_signals},
+    {"stop_signal", core_stop_signal},
+    {"clear_stop_signal", core_clear_stop_signal},
+    {"default_stop_signals", core_default_stop_signals},
+    {"sleep", core_sleep},
+    {"time", core_time},
+    {"monotonic", core_monotonic},
+    {"getpid", core_getpid},
+    {"hostname", core_hostname},
+    {NULL, NULL},
+};
+
+int luaopen_celers_core(lua_State *L);
+int luaopen_celers_core(lua_State *L)
+{
+    aux_error_open(L);
+    lua_newtable(L);
+    luaL_setfuncs(L, functions, 0);
+    lbroker_open(L);
+    lua_setfield(L, -2, "broker_methods");
+    lua_pushliteral(L, CELERS_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_pushinteger(L, 15);
+    lua_setfield(L, -2, "SIGTERM");
+    lua_pushinteger(L, 9);
+    lua_setfield(L, -2, "SIGKILL");
+    lua_pushinteger(L, 2);
+    lua_setfield(L, -2, "SIGINT");
+    return 1;
+}

@@ -1,0 +1,119 @@
+#include "migrate.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define LOCK_SECONDS 120
+
+static const char SQL_CREATE_TABLE[] =
+    "CREATE TABLE IF NOT EXISTS celers_migrations ("
+    " version VARCHAR(255) NOT NULL,"
+    " name VARCHAR(255) NOT NULL DEFAULT '',"
+    " applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),"
+    " PRIMARY KEY (version)"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+/* Named locks are server-wide: include the database so separate schemas do not wait. */
+static const char SQL_LOCK[] = "SELECT GET_LOCK(CONCAT('celers_migrate:', DATABASE()), ?)";
+static const char SQL_UNLOCK[] = "SELECT RELEASE_LOCK(CONCAT('celers_migrate:', DATABASE()))";
+static const char SQL_APPLIED[] = "SELECT version FROM celers_migrations";
+static const char SQL_RECORD[] = "INSERT INTO celers_migrations (version, name) VALUES (?, ?)";
+static const char SQL_LIST[] = "SELECT version, name, UNIX_TIMESTAMP(applied_at) FROM "
+                               "celers_migrations ORDER BY version";
+
+/* Run each statement of a migration: they end with ';' at the end of a line. Lines that
+ * start with "--" are comments. */
+static int run_script(ce_conn *c, const char *script, ce_error *err)
+{
+    size_t len = strlen(script), used = 0;
+    char *stmt = malloc(len + 1);
+    const char *line = script;
+    if (!stmt) return ce_error_set(err, CE_ENOMEM, "out of memory");
+    while (*line) {
+        const char *eol = strchr(line, '\n'), *end;
+        size_t n;
+        if (!eol) eol = line + strlen(line);
+        n = (size_t)(eol - line);
+        end = line + n;
+        while (end > line && (end[-1] == ' ' || end[-1] == '\r' || end[-1] == '\t'))
+            end--;
+        if (!(n >= 2 && line[0] == '-' && line[1] == '-')) {
+            memcpy(stmt + used, line, (size_t)(end - line));
+            used += (size_t)(end - line);
+            stmt[used++] = '\n';
+            if (end > line && end[-1] == ';') {
+                stmt[used - 2] = '\0'; /* drop ";\n" */
+                if (ce_conn_query(c, stmt, err) < 0) {
+                    free(stmt);
+                    return -1;
+                }
+                used = 0;
+            }
+        }
+        line = *eol ? eol + 1 : eol;
+    }
+    free(stmt);
+    return 0;
+}
+
+static int is_applied(const ce_rows *done, const char *version)
+{
+    for (unsigned int r = 0; r < done->nrows; r++) {
+        const ce_value *v = CE_CELL(done, r, 0);
+        if (v->data && !strcmp(v->data, version)) return 1;
+    }
+    return 0;
+}
+
+static int migrate_locked(ce_conn *c, int *applied, ce_error *err)
+{
+    ce_rows done;
+    if (ce_conn_query(c, SQL_CREATE_TABLE, err) < 0) return -1;
+    if (ce_exec(c, SQL_APPLIED, NULL, 0, &done, NULL, err) < 0) return -1;
+    for (unsigned int i = 0; i < ce_migrations_count; i++) {
+        const ce_migration *m = &ce_migrations[i];
+        ce_param p[2] = {ce_pstr(m->version), ce_pstr(m->name)};
+        if (is_applied(&done, m->version)) continue;
+        if (run_script(c, m->sql, err) < 0 || ce_exec(c, SQL_RECORD, p, 2, NULL, NULL, err) < 0) {
+            ce_error_prefix(err, "migration ", m->version, "_", m->name, ": ", (const char *)NULL);
+            ce_rows_free(&done);
+            return -1;
+        }
+        applied[i] = 1;
+    }
+    ce_rows_free(&done);
+    return 0;
+}
+
+static int migrate_op(ce_conn *c, void *ctx, ce_error *err)
+{
+    int *applied = ctx, rc;
+    ce_param p = ce_pint(LOCK_SECONDS);
+    ce_rows got;
+    ce_error unlock_err;
+    memset(applied, 0, sizeof *applied * ce_migrations_count);
+    if (ce_exec(c, SQL_LOCK, &p, 1, &got, NULL, err) < 0) return -1;
+    rc = got.nrows && ce_cell_int(&got, 0, 0, 0) == 1;
+    ce_rows_free(&got);
+    if (!rc) return ce_error_set(err, CE_ELOCKWAIT, "another process held the migration lock "
+                                                    "for %d seconds", LOCK_SECONDS);
+    rc = migrate_locked(c, applied, err);
+    /* The lock also goes when the session ends, so a failed release is harmless. */
+    if (ce_exec(c, SQL_UNLOCK, NULL, 0, &got, NULL, &unlock_err) == 0) ce_rows_free(&got);
+    return rc;
+}
+
+int ce_migrate(ce_conn *c, int *applied, ce_error *err)
+{
+    /* Each migration is recorded as it completes, so running again picks up where it was. */
+    return ce_conn_run(c, CE_REPEAT, migrate_op, applied, err);
+}
+
+static int list_op(ce_conn *c, void *ctx, ce_error *err)
+{
+    return ce_exec(c, SQL_LIST, NULL, 0, ctx, NULL, err);
+}
+
+int ce_list_migrations(ce_conn *c, ce_rows *out, ce_error *err)
+{
+    return ce_conn_run(c, CE_REPEAT, list_op, out, err);
+}

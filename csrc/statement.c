@@ -1,0 +1,196 @@
+#include "statement.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_STACK_PARAMS 32
+
+ce_param ce_pstr(const char *s)
+{
+    return ce_ptext(s, s ? (unsigned long)strlen(s) : 0);
+}
+
+void ce_rows_free(ce_rows *rows)
+{
+    if (!rows) return;
+    free(rows->vals);
+    free(rows->arena);
+    rows->vals = NULL;
+    rows->arena = NULL;
+    rows->nrows = rows->ncols = 0;
+}
+
+static void bind_params(MYSQL_BIND *b, const ce_param *p, unsigned int n)
+{
+    memset(b, 0, sizeof *b * n);
+    for (unsigned int i = 0; i < n; i++) {
+        switch (p[i].type) {
+        case CE_PNULL:
+            b[i].buffer_type = MYSQL_TYPE_NULL;
+            break;
+        case CE_PINT:
+            b[i].buffer_type = MYSQL_TYPE_LONGLONG;
+            b[i].buffer = (void *)&p[i].i;
+            break;
+        case CE_PDOUBLE:
+            b[i].buffer_type = MYSQL_TYPE_DOUBLE;
+            b[i].buffer = (void *)&p[i].d;
+            break;
+        case CE_PTEXT:
+            b[i].buffer_type = MYSQL_TYPE_STRING;
+            b[i].buffer = (void *)(p[i].s ? p[i].s : "");
+            b[i].buffer_length = p[i].len;
+            b[i].length = (unsigned long *)&p[i].len;
+            break;
+        }
+    }
+}
+
+/* Copy a stored result set into rows. Each row is fetched into a scratch buffer sized from
+ * max_length, then copied at its exact length into one growing arena. */
+static int fetch_all(MYSQL_STMT *stmt, MYSQL_RES *meta, ce_rows *out, ce_error *err)
+{
+    unsigned int ncols = mysql_num_fields(meta);
+    unsigned long long nrows = mysql_stmt_num_rows(stmt);
+    MYSQL_FIELD *fields = mysql_fetch_fields(meta);
+    size_t nc = ncols ? ncols : 1, ncells = nrows ? (size_t)nrows * ncols : 1;
+    MYSQL_BIND *binds = calloc(nc, sizeof *binds);
+    unsigned long *lens = calloc(nc, sizeof *lens);
+    my_bool *nulls = calloc(nc, sizeof *nulls);
+    size_t *offsets = calloc(ncells, sizeof *offsets);
+    size_t rowcap = 0, used = 0, cap = 256;
+    char *scratch = NULL;
+    int rc = -1;
+
+    memset(out, 0, sizeof *out);
+    out->ncols = ncols;
+    out->vals = calloc(ncells, sizeof *out->vals);
+    out->arena = malloc(cap);
+    if (!binds || !lens || !nulls || !offsets || !out->vals || !out->arena) goto nomem;
+    for (unsigned int i = 0; i < ncols; i++) {
+        /* numbers and dates come back as text, converted by the client library */
+        unsigned long w = fields[i].max_length > 64 ? fields[i].max_length : 64;
+        binds[i].buffer_type = MYSQL_TYPE_STRING;
+        binds[i].buffer_length = w + 1;
+        binds[i].length = &lens[i];
+        binds[i].is_null = &nulls[i];
+        rowcap += w + 1;
+    }
+    scratch = malloc(rowcap ? rowcap : 1);
+    if (!scratch) goto nomem;
+    for (size_t i = 0, off = 0; i < ncols; off += binds[i].buffer_length, i++)
+        binds[i].buffer = scratch + off;
+    if (ncols && mysql_stmt_bind_result(stmt, binds)) {
+        ce_error_from_stmt(err, stmt);
+        goto done;
+    }
+    for (unsigned long long r = 0; r < nrows; r++) {
+        int f = mysql_stmt_fetch(stmt);
+        if (f == 1) {
+            ce_error_from_stmt(err, stmt);
+            goto done;
+        }
+        if (f == MYSQL_NO_DATA) break;
+        for (unsigned int i = 0; i < ncols; i++) {
+            size_t cell = (size_t)r * ncols + i;
+            unsigned long len;
+            if (nulls[i]) {
+                offsets[cell] = (size_t)-1;
+                continue;
+            }
+            len = lens[i] < binds[i].buffer_length ? lens[i] : binds[i].buffer_length - 1;
+            if (used + len + 1 > cap) {
+                char *grown;
+                while (used + len + 1 > cap)
+                    cap *= 2;
+                grown = realloc(out->arena, cap);
+                if (!grown) goto nomem;
+                out->arena = grown;
+            }
+            memcpy(out->arena + used, binds[i].buffer, len);
+            out->arena[used + len] = '\0';
+            offsets[cell] = used;
+            out->vals[cell].len = len;
+            used += len + 1;
+        }
+        out->nrows++;
+    }
+    /* The arena no longer moves: turn offsets into pointers. */
+    for (size_t cell = 0; cell < (size_t)out->nrows * ncols; cell++)
+        out->vals[cell].data = offsets[cell] == (size_t)-1 ? NULL : out->arena + offsets[cell];
+    rc = 0;
+    goto done;
+nomem:
+    ce_error_set(err, CE_ENOMEM, "out of memory");
+done:
+    free(binds);
+    free(lens);
+    free(nulls);
+    free(offsets);
+    free(scratch);
+    if (rc < 0) ce_rows_free(out);
+    return rc;
+}
+
+int ce_exec(ce_conn *c, const char *sql, const ce_param *params, unsigned int nparams,
+            ce_rows *out, unsigned long long *affected, ce_error *err)
+{
+    MYSQL_BIND stack[MAX_STACK_PARAMS];
+    MYSQL_BIND *binds = stack;
+    MYSQL_STMT *stmt;
+    MYSQL_RES *meta;
+    int rc = -1;
+
+    if (out) memset(out, 0, sizeof *out);
+    stmt = ce_conn_prepare(c, sql, err);
+    if (!stmt) return -1;
+    if (mysql_stmt_param_count(stmt) != nparams)
+        return ce_error_set(err, CE_EINVALID, "internal: statement wants %lu parameters, got %u",
+                            mysql_stmt_param_count(stmt), nparams);
+    if (nparams > MAX_STACK_PARAMS) {
+        binds = malloc(sizeof *binds * nparams);
+        if (!binds) return ce_error_set(err, CE_ENOMEM, "out of memory");
+    }
+    if (nparams) {
+        bind_params(binds, params, nparams);
+        if (mysql_stmt_bind_param(stmt, binds)) {
+            ce_error_from_stmt(err, stmt);
+            goto done;
+        }
+    }
+    if (mysql_stmt_execute(stmt)) {
+        ce_error_from_stmt(err, stmt);
+        goto done;
+    }
+    if (affected) *affected = mysql_stmt_affected_rows(stmt);
+    meta = mysql_stmt_result_metadata(stmt);
+    if (meta) {
+        if (mysql_stmt_store_result(stmt)) {
+            ce_error_from_stmt(err, stmt);
+            mysql_free_result(meta);
+            mysql_stmt_free_result(stmt);
+            goto done;
+        }
+        if (out) rc = fetch_all(stmt, meta, out, err);
+        else rc = 0;
+        mysql_free_result(meta);
+        mysql_stmt_free_result(stmt);
+        if (rc < 0) goto done;
+    }
+    rc = 0;
+done:
+    if (binds != stack) free(binds);
+    return rc;
+}
+
+long long ce_cell_int(const ce_rows *rows, unsigned int r, unsigned int col, long long dflt)
+{
+    const ce_value *v = CE_CELL(rows, r, col);
+    return v->data ? strtoll(v->data, NULL, 10) : dflt;
+}
+
+double ce_cell_num(const ce_rows *rows, unsigned int r, unsigned int col, double dflt)
+{
+    const ce_value *v = CE_CELL(rows, r, col);
+    return v->data ? strtod(v->data, NULL) : dflt;
+}

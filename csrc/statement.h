@@ -1,0 +1,68 @@
+/* Running a prepared statement: bound parameters in, rows out as text.
+ * Every SQL value goes through a parameter; results are copied into one
+ * arena owned by ce_rows so callers never touch MYSQL_BIND. */
+#ifndef CELERS_STATEMENT_H
+#define CELERS_STATEMENT_H
+
+#include <stddef.h>
+
+#include "connection.h"
+
+typedef enum { CE_PNULL = 0, CE_PINT, CE_PDOUBLE, CE_PTEXT } ce_ptype;
+
+typedef struct ce_param {
+    ce_ptype type;
+    long long i;
+    double d;
+    const char *s; /* borrowed; need not be NUL-terminated */
+    unsigned long len;
+} ce_param;
+
+static inline ce_param ce_pnull(void)
+{
+    ce_param p = {CE_PNULL, 0, 0, NULL, 0};
+    return p;
+}
+static inline ce_param ce_pint(long long v)
+{
+    ce_param p = {CE_PINT, v, 0, NULL, 0};
+    return p;
+}
+static inline ce_param ce_pdouble(double v)
+{
+    ce_param p = {CE_PDOUBLE, 0, v, NULL, 0};
+    return p;
+}
+static inline ce_param ce_ptext(const char *s, unsigned long len)
+{
+    ce_param p = {CE_PTEXT, 0, 0, s, len};
+    if (!s) p.type = CE_PNULL;
+    return p;
+}
+/* NUL-terminated string, or SQL NULL when s is NULL. */
+ce_param ce_pstr(const char *s);
+
+typedef struct ce_value {
+    const char *data; /* NUL-terminated text, NULL for SQL NULL; points into the arena */
+    unsigned long len;
+} ce_value;
+
+typedef struct ce_rows {
+    unsigned int ncols, nrows;
+    ce_value *vals; /* nrows * ncols, row-major; owned */
+    char *arena;    /* owned */
+} ce_rows;
+
+#define CE_CELL(rows, r, col) (&(rows)->vals[(size_t)(r) * (rows)->ncols + (col)])
+
+/* Prepare (cached) and execute sql with params. When out is not NULL the result set is
+ * stored there (free with ce_rows_free); affected, when not NULL, gets the changed rows. */
+int ce_exec(ce_conn *c, const char *sql, const ce_param *params, unsigned int nparams,
+            ce_rows *out, unsigned long long *affected, ce_error *err);
+void ce_rows_free(ce_rows *rows);
+
+/* Helpers for reading cells. */
+long long ce_cell_int(const ce_rows *rows, unsigned int r, unsigned int col, long long dflt);
+double ce_cell_num(const ce_rows *rows, unsigned int r, unsigned int col, double dflt);
+
+#endif

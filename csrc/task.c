@@ -1,0 +1,719 @@
+#include "task.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Rows per multi-row INSERT, and the payload bytes that close a chunk early. */
+#define BATCH_ROWS 500
+#define BATCH_BYTES (4u << 20)
+/* Tasks moved per pass of a dead-letter sweep. */
+#define SWEEP_ROWS 100
+
+void ce_task_spec_init(ce_task_spec *t)
+{
+    memset(t, 0, sizeof *t);
+    t->max_retries = 3;
+}
+
+/* ---- SQL ---------------------------------------------------------------------------- */
+
+#define INSERT_COLUMNS                                                                             \
+    "INSERT INTO celers_tasks (id, task_name, payload, payload_type, priority, max_retries, "     \
+    "queue, scheduled_at, timeout_seconds, metadata, idempotency_key, created_at) VALUES "
+#define INSERT_ROW                                                                                 \
+    "(?, ?, ?, ?, ?, ?, ?, COALESCE(FROM_UNIXTIME(?), "                                            \
+    "DATE_ADD(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)), ?, ?, ?, NOW(6))"
+#define INSERT_PARAMS 12
+#define ON_DUPLICATE_KEEP " ON DUPLICATE KEY UPDATE id = id"
+
+/* Settling is fenced by the claim: a NULL claim parameter matches any claim (bare id). */
+#define FENCE "id = ? AND state = 'processing' AND claim_id <=> COALESCE(?, claim_id)"
+
+static const char SQL_ID_BY_KEY[] =
+    "SELECT id FROM celers_tasks WHERE queue = ? AND idempotency_key = ?";
+
+static const char SQL_CLAIM[] =
+    "SELECT id, task_name, payload, payload_type, priority, retry_count + 1, max_retries, queue, "
+    "'processing', UNIX_TIMESTAMP(created_at), UNIX_TIMESTAMP(scheduled_at), "
+    "UNIX_TIMESTAMP(NOW(6)), NULL, ?, error_message, metadata, ?, "
+    "UNIX_TIMESTAMP(DATE_ADD(NOW(6), INTERVAL ROUND(1000000 * COALESCE(timeout_seconds, ?)) "
+    "MICROSECOND)), timeout_seconds, idempotency_key, NOW(6) "
+    "FROM celers_tasks "
+    "WHERE queue = ? AND state = 'pending' AND scheduled_at <= NOW(6) "
+    "AND NOT EXISTS (SELECT 1 FROM celers_queue_pauses WHERE queue = ?) "
+    "ORDER BY priority DESC, scheduled_at, id LIMIT ? FOR UPDATE SKIP LOCKED";
+
+#define CLAIM_UPDATE                                                                               \
+    "UPDATE celers_tasks SET state = 'processing', started_at = CAST(? AS DATETIME(6)), "         \
+    "worker_id = ?, claim_id = ?, retry_count = retry_count + 1, "                                \
+    "lease_expires_at = DATE_ADD(CAST(? AS DATETIME(6)), "                                         \
+    "INTERVAL ROUND(1000000 * COALESCE(timeout_seconds, ?)) MICROSECOND) WHERE id "
+#define CLAIM_UPDATE_PARAMS 5
+
+static const char SQL_ACK[] = "UPDATE celers_tasks SET state = 'completed', completed_at = NOW(6), "
+                              "lease_expires_at = NULL WHERE " FENCE;
+
+static const char SQL_RETRY[] =
+    "UPDATE celers_tasks SET state = 'pending', scheduled_at = DATE_ADD(NOW(6), INTERVAL "
+    "ROUND(1000000 * COALESCE(?, LEAST(?, ? * POW(?, GREATEST(retry_count - 1, 0))))) "
+    "MICROSECOND), error_message = COALESCE(?, error_message), worker_id = NULL, "
+    "claim_id = NULL, lease_expires_at = NULL WHERE " FENCE " AND retry_count <= max_retries";
+
+static const char SQL_LOCK_HELD[] = "SELECT id FROM celers_tasks WHERE " FENCE " FOR UPDATE";
+
+static const char SQL_COPY_TO_DLQ[] =
+    "INSERT INTO celers_dead_letter_queue (id, task_id, task_name, payload, retry_count, "
+    "error_message, failed_at, metadata, queue, priority, max_retries, payload_type, created_at) "
+    "SELECT ?, id, task_name, payload, retry_count, COALESCE(?, error_message), NOW(6), metadata, "
+    "queue, priority, max_retries, payload_type, created_at FROM celers_tasks WHERE id = ?";
+
+static const char SQL_DELETE_TASK[] = "DELETE FROM celers_tasks WHERE id = ?";
+
+static const char SQL_TOUCH[] =
+    "UPDATE celers_tasks SET lease_expires_at = DATE_ADD(NOW(6), INTERVAL "
+    "ROUND(1000000 * COALESCE(?, timeout_seconds, ?)) MICROSECOND) WHERE " FENCE;
+
+static const char SQL_CANCEL[] =
+    "UPDATE celers_tasks SET state = 'cancelled', completed_at = NOW(6), lease_expires_at = NULL "
+    "WHERE id = ? AND state IN ('pending', 'processing')";
+
+/* A held task is overdue when its lease ran out, or (with a threshold) it started too long ago. */
+#define OVERDUE                                                                                    \
+    "queue = ? AND state = 'processing' AND (lease_expires_at < NOW(6) OR (? IS NOT NULL AND "    \
+    "started_at < DATE_SUB(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)))"
+
+static const char SQL_RECOVER[] =
+    "UPDATE celers_tasks SET state = 'pending', worker_id = NULL, claim_id = NULL, "
+    "lease_expires_at = NULL, error_message = 'lease expired' WHERE " OVERDUE
+    " AND retry_count <= max_retries";
+
+static const char SQL_OVERDUE_SPENT[] =
+    "SELECT id FROM celers_tasks WHERE " OVERDUE " AND retry_count > max_retries "
+    "LIMIT " "100" " FOR UPDATE SKIP LOCKED";
+
+static const char SQL_PAUSE[] =
+    "INSERT INTO celers_queue_pauses (queue) VALUES (?) ON DUPLICATE KEY UPDATE queue = queue";
+static const char SQL_RESUME[] = "DELETE FROM celers_queue_pauses WHERE queue = ?";
+static const char SQL_IS_PAUSED[] = "SELECT COUNT(*) FROM celers_queue_pauses WHERE queue = ?";
+static const char SQL_QUEUE_SIZE[] =
+    "SELECT COUNT(*) FROM celers_tasks WHERE queue = ? AND state = 'pending'";
+static const char SQL_GET_TASK[] = "SELECT " CE_TASK_COLUMNS " FROM celers_tasks WHERE id = ?";
+
+static const char SQL_RECORD_RUN[] =
+    "INSERT INTO celers_recurring_runs (schedule_name, run_at, task_id, queue) "
+    "VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE task_id = task_id";
+static const char SQL_RUN_TASK[] =
+    "SELECT task_id FROM celers_recurring_runs WHERE schedule_name = ? AND run_at = ?";
+
+/* ---- helpers ------------------------------------------------------------------------ */
+
+/* "prefix (?, ?, ...)<suffix>" for n placeholders, or "prefix = ?" for one. Caller frees. */
+static char *in_list_sql(const char *prefix, size_t n, const char *suffix)
+{
+    size_t len = strlen(prefix) + strlen(suffix) + n * 3 + 16;
+    char *sql = malloc(len), *p;
+    if (!sql) return NULL;
+    p = sql + sprintf(sql, "%s", prefix);
+    if (n == 1) {
+        p += sprintf(p, "= ?");
+    } else {
+        p += sprintf(p, "IN (");
+        for (size_t i = 0; i < n; i++)
+            p += sprintf(p, i ? ",?" : "?");
+        p += sprintf(p, ")");
+    }
+    sprintf(p, "%s", suffix);
+    return sql;
+}
+
+static void put_insert_params(ce_param *p, const ce_task_spec *t, const char *id,
+                              const char *queue)
+{
+    p[0] = ce_pstr(id);
+    p[1] = ce_pstr(t->name);
+    p[2] = ce_ptext(t->payload ? t->payload : "", t->payload ? t->payload_len : 0);
+    p[3] = ce_pstr(t->payload_type ? t->payload_type : "raw");
+    p[4] = ce_pint(t->priority);
+    p[5] = ce_pint(t->max_retries);
+    p[6] = ce_pstr(t->queue ? t->queue : queue);
+    p[7] = t->has_eta ? ce_pdouble(t->eta) : ce_pnull();
+    p[8] = ce_pdouble(t->has_delay ? t->delay : 0);
+    p[9] = t->timeout > 0 ? ce_pdouble(t->timeout) : ce_pnull();
+    p[10] = ce_pstr(t->metadata);
+    p[11] = ce_pstr(t->idempotency_key);
+}
+
+static int one_string(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, char *out,
+                      size_t outlen, int *found, ce_error *err)
+{
+    ce_rows rows;
+    if (ce_exec(c, sql, p, n, &rows, NULL, err) < 0) return -1;
+    *found = rows.nrows > 0 && CE_CELL(&rows, 0, 0)->data;
+    if (*found) snprintf(out, outlen, "%s", CE_CELL(&rows, 0, 0)->data);
+    ce_rows_free(&rows);
+    return 0;
+}
+
+static int one_count(ce_conn *c, const char *sql, const ce_param *p, unsigned int n,
+                     long long *out, ce_error *err)
+{
+    ce_rows rows;
+    if (ce_exec(c, sql, p, n, &rows, NULL, err) < 0) return -1;
+    *out = rows.nrows ? ce_cell_int(&rows, 0, 0, 0) : 0;
+    ce_rows_free(&rows);
+    return 0;
+}
+
+/* Copy a held task to the DLQ and delete it; the caller holds the row lock in a transaction. */
+static int move_to_dlq(ce_conn *c, const char *id, const char *error, ce_error *err)
+{
+    char dlq_id[CE_UUID_LEN + 1];
+    ce_param p[3];
+    ce_uuid7(dlq_id);
+    p[0] = ce_pstr(dlq_id);
+    p[1] = ce_pstr(error);
+    p[2] = ce_pstr(id);
+    if (ce_exec(c, SQL_COPY_TO_DLQ, p, 3, NULL, NULL, err) < 0) return -1;
+    return ce_exec(c, SQL_DELETE_TASK, p + 2, 1, NULL, NULL, err);
+}
+
+/* ---- enqueue ------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *queue;
+    const ce_task_spec *t;
+    char *id;
+    int *created;
+    int attempts;
+} enqueue_ctx;
+
+static int key_lookup(ce_conn *c, const char *queue, const char *key, char *id, int *found,
+                      ce_error *err)
+{
+    ce_param p[2] = {ce_pstr(queue), ce_pstr(key)};
+    return one_string(c, SQL_ID_BY_KEY, p, 2, id, CE_UUID_LEN + 1, found, err);
+}
+
+static int enqueue_op(ce_conn *c, void *vctx, ce_error *err)
+{
+    enqueue_ctx *x = vctx;
+    const ce_task_spec *t = x->t;
+    const char *queue = t->queue ? t->queue : x->queue;
+    ce_param p[INSERT_PARAMS];
+    unsigned long long affected = 0;
+    int keyed = t->idempotency_key != NULL;
+
+    put_insert_params(p, t, x->id, x->queue);
+    x->attempts++;
+    if (ce_exec(c, keyed ? INSERT_COLUMNS INSERT_ROW ON_DUPLICATE_KEEP : INSERT_COLUMNS INSERT_ROW,
+                p, INSERT_PARAMS, NULL, &affected, err) < 0) {
+        /* Repeated after a lost link: our own fresh id already there means the first try landed. */
+        if (err->code == CE_EDUPLICATE && x->attempts > 1 && !t->id) {
+            *x->created = 1;
+            return 0;
+        }
+        return -1;
+    }
+    *x->created = affected > 0;
+    if (!affected) {
+        int found = 0;
+        if (key_lookup(c, queue, t->idempotency_key, x->id, &found, err) < 0) return -1;
+        if (!found)
+            return ce_error_set(err, CE_EDUPLICATE, "a task with id '%s' already exists", x->id);
+    }
+    return 0;
+}
+
+int ce_enqueue(ce_conn *c, const char *queue, const ce_task_spec *t, char id_out[CE_UUID_LEN + 1],
+               int *created, ce_error *err)
+{
+    enqueue_ctx x = {queue, t, id_out, created, 0};
+    if (t->id) snprintf(id_out, CE_UUID_LEN + 1, "%s", t->id);
+    else ce_uuid7(id_out);
+    /* A fresh id makes the insert safe to repeat; a caller's id or key is checked by the server. */
+    return ce_conn_run(c, t->id ? CE_ONCE : CE_REPEAT, enqueue_op, &x, err);
+}
+
+typedef struct {
+    const char *queue;
+    const ce_task_spec *tasks;
+    size_t n;
+    int skip_existing;
+    char (*ids)[CE_UUID_LEN + 1];
+    unsigned long long *inserted;
+} batch_ctx;
+
+/* Rows [from, to) as one multi-row INSERT. */
+static int insert_chunk(ce_conn *c, batch_ctx *x, size_t from, size_t to,
+                        unsigned long long *affected, ce_error *err)
+{
+    size_t n = to - from, rowlen = strlen(INSERT_ROW) + 1;
+    size_t len = strlen(INSERT_COLUMNS) + n * rowlen + strlen(ON_DUPLICATE_KEEP) + 1;
+    char *sql = malloc(len), *s;
+    ce_param *p = malloc(sizeof *p * n * INSERT_PARAMS);
+    int rc = -1, keep = x->skip_existing;
+    if (!sql || !p) {
+        ce_error_set(err, CE_ENOMEM, "out of memory");
+        goto done;
+    }
+    s = sql + sprintf(sql, "%s", INSERT_COLUMNS);
+    for (size_t i = from; i < to; i++) {
+        s += sprintf(s, "%s%s", i > from ? "," : "", INSERT_ROW);
+        put_insert_params(p + (i - from) * INSERT_PARAMS, &x->tasks[i], x->ids[i], x->queue);
+        if (x->tasks[i].idempotency_key) keep = 1;
+    }
+    if (keep) strcpy(s, ON_DUPLICATE_KEEP);
+    rc = ce_exec(c, sql, p, (unsigned int)(n * INSERT_PARAMS), NULL, affected, err);
+done:
+    free(sql);
+    free(p);
+    return rc;
+}
+
+static size_t chunk_end(const batch_ctx *x, size_t from)
+{
+    size_t to = from, bytes = 0;
+    while (to < x->n && to - from < BATCH_ROWS && (to == from || bytes < BATCH_BYTES))
+        bytes += x->tasks[to++].payload_len;
+    return to;
+}
+
+static int batch_op(ce_conn *c, void *vctx, ce_error *err)
+{
+    batch_ctx *x = vctx;
+    size_t first_end = chunk_end(x, 0);
+    int tx = first_end < x->n; /* one statement is atomic by itself */
+    unsigned long long total = 0;
+
+    if (tx && ce_conn_begin(c, err) < 0) return -1;
+    for (size_t from = 0; from < x->n;) {
+        size_t to = chunk_end(x, from);
+        unsigned long long affected = 0;
+        if (insert_chunk(c, x, from, to, &affected, err) < 0) return -1;
+        total += affected;
+        from = to;
+    }
+    /* Keys that were already used resolve to the first task's id. */
+    if (total < x->n) {
+        for (size_t i = 0; i < x->n; i++) {
+            const ce_task_spec *t = &x->tasks[i];
+            int found = 0;
+            if (t->idempotency_key &&
+                key_lookup(c, t->queue ? t->queue : x->queue, t->idempotency_key, x->ids[i],
+                           &found, err) < 0)
+                return -1;
+        }
+    }
+    if (tx && ce_conn_commit(c, err) < 0) return -1;
+    *x->inserted = total;
+    return 0;
+}
+
+int ce_enqueue_batch(ce_conn *c, const char *queue, const ce_task_spec *tasks, size_t n,
+                     int skip_existing, char (*ids)[CE_UUID_LEN + 1], unsigned long long *inserted,
+                     ce_error *err)
+{
+    batch_ctx x = {queue, tasks, n, skip_existing, ids, inserted};
+    *inserted = 0;
+    if (n == 0) return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (tasks[i].id) snprintf(ids[i], CE_UUID_LEN + 1, "%s", tasks[i].id);
+        else ce_uuid7(ids[i]);
+    }
+    /* Several chunks run in a transaction, which is safe to repeat until COMMIT is sent. */
+    return ce_conn_run(c, chunk_end(&x, 0) < n ? CE_REPEAT : CE_ONCE, batch_op, &x, err);
+}
+
+/* ---- claim -------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *queue;
+    unsigned int n;
+    const char *worker_id;
+    double lease;
+    ce_rows *out;
+} claim_ctx;
+
+static int claim_op(ce_conn *c, void *vctx, ce_error *err)
+{
+    claim_ctx *x = vctx;
+    char claim_id[CE_UUID_LEN + 1];
+    ce_param sp[6], *up;
+    char *sql;
+    unsigned int n;
+    int rc;
+
+    ce_uuid7(claim_id);
+    if (ce_conn_begin(c, err) < 0) return -1;
+    sp[0] = ce_pstr(x->worker_id);
+    sp[1] = ce_pstr(claim_id);
+    sp[2] = ce_pdouble(x->lease);
+    sp[3] = ce_pstr(x->queue);
+    sp[4] = ce_pstr(x->queue);
+    sp[5] = ce_pint(x->n);
+    if (ce_exec(c, SQL_CLAIM, sp, 6, x->out, NULL, err) < 0) return -1;
+    n = x->out->nrows;
+    if (n == 0) {
+        ce_conn_rollback(c); /* nothing locked; no COMMIT round trip needed */
+        return 0;
+    }
+    sql = in_list_sql(CLAIM_UPDATE, n, "");
+    up = malloc(sizeof *up * (CLAIM_UPDATE_PARAMS + n));
+    if (!sql || !up) {
+        free(sql);
+        free(up);
+        ce_rows_free(x->out);
+        return ce_error_set(err, CE_ENOMEM, "out of memory");
+    }
+    up[0] = ce_pstr(CE_CELL(x->out, 0, CE_T_NCOLS)->data); /* the server's NOW(6) */
+    up[1] = ce_pstr(x->worker_id);
+    up[2] = ce_pstr(claim_id);
+    up[3] = up[0];
+    up[4] = ce_pdouble(x->lease);
+    for (unsigned int i = 0; i < n; i++)
+        up[CLAIM_UPDATE_PARAMS + i] = ce_pstr(CE_CELL(x->out, i, CE_T_ID)->data);
+    rc = ce_exec(c, sql, up, CLAIM_UPDATE_PARAMS + n, NULL, NULL, err);
+    free(sql);
+    free(up);
+    if (rc == 0) rc = ce_conn_commit(c, err);
+    if (rc < 0) ce_rows_free(x->out);
+    return rc;
+}
+
+int ce_claim(ce_conn *c, const char *queue, unsigned int n, const char *worker_id, double lease,
+             ce_rows *out, ce_error *err)
+{
+    claim_ctx x = {queue, n, worker_id, lease, out};
+    memset(out, 0, sizeof *out);
+    /* Sweep expired leases now and then, so crashed workers' tasks come back. */
+    if (c->cfg.recover_interval >= 0 && ce_monotonic() - c->last_recover >= c->cfg.recover_interval) {
+        unsigned long long requeued, dead;
+        if (ce_recover_expired(c, queue, -1, &requeued, &dead, err) < 0) return -1;
+    }
+    return ce_conn_run(c, CE_REPEAT, claim_op, &x, err);
+}
+
+/* ---- settle ------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *sql;
+    ce_param p[8];
+    unsigned int np;
+    unsigned long long affected;
+} update_ctx;
+
+static int update_op(ce_conn *c, void *vctx, ce_error *err)
+{
+    update_ctx *x = vctx;
+    return ce_exec(c, x->sql, x->p, x->np, NULL, &x->affected, err);
+}
+
+/* A single fenced UPDATE: it may have landed when the link drops, so it is never repeated. */
+static int run_update(ce_conn *c, update_ctx *x, int *ok, ce_error *err)
+{
+    if (ce_conn_run(c, CE_ONCE, update_op, x, err) < 0) return -1;
+    if (ok) *ok = x->affected > 0;
+    return 0;
+}
+
+int ce_ack(ce_conn *c, ce_task_ref ref, int *ok, ce_error *err)
+{
+    update_ctx x = {SQL_ACK, {ce_pstr(ref.id), ce_pstr(ref.claim_id)}, 2, 0};
+    return run_update(c, &x, ok, err);
+}
+
+typedef struct {
+    const ce_task_ref *refs;
+    size_t n;
+    unsigned long long acked;
+} ack_batch_ctx;
+
+static int ack_batch_op(ce_conn *c, void *vctx, ce_error *err)
+{
+    ack_batch_ctx *x = vctx;
+    /* Claim ids are unique per claim, so "id in ours and claim in ours" fences every row. */
+    char *ids_sql = in_list_sql("UPDATE celers_tasks SET state = 'completed', completed_at = "
+                                "NOW(6), lease_expires_at = NULL WHERE state = 'processing' AND id ",
+                                x->n, "");
+    const char **claims = malloc(sizeof *claims * x->n);
+    ce_param *p = malloc(sizeof *p * x->n * 2);
+    size_t nclaims = 0;
+    char *sql = NULL;
+    int rc = -1;
+
+    if (!ids_sql || !claims || !p) goto nomem;
+    for (size_t i = 0; i < x->n; i++) {
+        size_t j;
+        p[i] = ce_pstr(x->refs[i].id);
+        for (j = 0; j < nclaims; j++)
+            if (!strcmp(claims[j], x->refs[i].claim_id)) break;
+        if (j == nclaims) claims[nclaims++] = x->refs[i].claim_id;
+    }
+    for (size_t j = 0; j < nclaims; j++)
+        p[x->n + j] = ce_pstr(claims[j]);
+    {
+        char *tail = in_list_sql(" AND claim_id ", nclaims, "");
+        if (!tail) goto nomem;
+        sql = malloc(strlen(ids_sql) + strlen(tail) + 1);
+        if (!sql) {
+            free(tail);
+            goto nomem;
+        }
+        sprintf(sql, "%s%s", ids_sql, tail);
+        free(tail);
+    }
+    rc = ce_exec(c, sql, p, (unsigned int)(x->n + nclaims), NULL, &x->acked, err);
+    goto done;
+nomem:
+    ce_error_set(err, CE_ENOMEM, "out of memory");
+done:
+    free(ids_sql);
+    free(sql);
+    free(claims);
+    free(p);
+    return rc;
+}
+
+int ce_ack_batch(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long long *acked,
+                 ce_error *err)
+{
+    ack_batch_ctx x = {refs, n, 0};
+    size_t bare = 0;
+    *acked = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!refs[i].claim_id) bare++;
+    if (bare) {
+        /* Bare ids carry no claim: settle them one by one, fenced by state alone. */
+        for (size_t i = 0; i < n; i++) {
+            int ok = 0;
+            if (ce_ack(c, refs[i], &ok, err) < 0) return -1;
+            *acked += (unsigned long long)ok;
+        }
+        return 0;
+    }
+    if (n == 0) return 0;
+    if (ce_conn_run(c, CE_ONCE, ack_batch_op, &x, err) < 0) return -1;
+    *acked = x.acked;
+    return 0;
+}
+
+typedef struct {
+    ce_task_ref ref;
+    const char *error;
+    int moved;
+} dlq_ctx;
+
+static int dead_letter_op(ce_conn *c, void *vctx, ce_error *err)
+{
+    dlq_ctx *x = vctx;
+    ce_param p[2] = {ce_pstr(x->ref.id), ce_pstr(x->ref.claim_id)};
+    ce_rows held;
+    x->moved = 0;
+    if (ce_conn_begin(c, err) < 0) return -1;
+    if (ce_exec(c, SQL_LOCK_HELD, p, 2, &held, NULL, err) < 0) return -1;
+    x->moved = held.nrows > 0;
+    ce_rows_free(&held);
+    if (x->moved && move_to_dlq(c, x->ref.id, x->error, err) < 0) return -1;
+    return ce_conn_commit(c, err);
+}
+
+int ce_reject(ce_conn *c, ce_task_ref ref, int requeue, double delay, const char *error,
+              int *outcome, ce_error *err)
+{
+    dlq_ctx d = {ref, error, 0};
+    *outcome = 0;
+    if (requeue) {
+        update_ctx x = {SQL_RETRY,
+                        {delay >= 0 ? ce_pdouble(delay) : ce_pnull(), ce_pdouble(c->cfg.retry_max),
+                         ce_pdouble(c->cfg.retry_base), ce_pdouble(c->cfg.retry_factor),
+                         ce_pstr(error), ce_pstr(ref.id), ce_pstr(ref.claim_id)},
+                        7,
+                        0};
+        int ok = 0;
+        if (run_update(c, &x, &ok, err) < 0) return -1;
+        if (ok) {
+            *outcome = 1;
+            return 0;
+        }
+        /* Not requeued: either the claim is gone or the retries are spent. */
+    }
+    if (ce_conn_run(c, CE_REPEAT, dead_letter_op, &d, err) < 0) return -1;
+    *outcome = d.moved ? 2 : 0;
+    return 0;
+}
+
+int ce_touch(ce_conn *c, ce_task_ref ref, double seconds, int *ok, ce_error *err)
+{
+    update_ctx x = {SQL_TOUCH,
+                    {seconds >= 0 ? ce_pdouble(seconds) : ce_pnull(), ce_pdouble(c->cfg.lease),
+                     ce_pstr(ref.id), ce_pstr(ref.claim_id)},
+                    4,
+                    0};
+    return run_update(c, &x, ok, err);
+}
+
+int ce_cancel(ce_conn *c, const char *id, int *ok, ce_error *err)
+{
+    update_ctx x = {SQL_CANCEL, {ce_pstr(id)}, 1, 0};
+    return run_update(c, &x, ok, err);
+}
+
+/* ---- lease recovery ----------------------------------------------------------------- */
+
+typedef struct {
+    const char *queue;
+    double older_than;
+    unsigned long long requeued, dead;
+} recover_ctx;
+
+static void overdue_params(ce_param *p, const recover_ctx *x)
+{
+    p[0] = ce_pstr(x->queue);
+    p[1] = x->older_than >= 0 ? ce_pdouble(x->older_than) : ce_pnull();
+    p[2] = p[1];
+}
+
+static int recover_op(ce_conn *c, void *vctx, ce_error *err)
+{
+    recover_ctx *x = vctx;
+    ce_param p[3];
+    overdue_params(p, x);
+    x->requeued = x->dead = 0;
+    if (ce_exec(c, SQL_RECOVER, p, 3, NULL, &x->requeued, err) < 0) return -1;
+    for (;;) {
+        ce_rows spent;
+        unsigned int n;
+        if (ce_conn_begin(c, err) < 0) return -1;
+        if (ce_exec(c, SQL_OVERDUE_SPENT, p, 3, &spent, NULL, err) < 0) return -1;
+        n = spent.nrows;
+        for (unsigned int i = 0; i < n; i++) {
+            if (move_to_dlq(c, CE_CELL(&spent, i, 0)->data, "lease expired", err) < 0) {
+                ce_rows_free(&spent);
+                return -1;
+            }
+        }
+        ce_rows_free(&spent);
+        if (ce_conn_commit(c, err) < 0) return -1;
+        x->dead += n;
+        if (n < SWEEP_ROWS) return 0;
+    }
+}
+
+int ce_recover_expired(ce_conn *c, const char *queue, double older_than, unsigned long long *requeued,
+                       unsigned long long *dead, ce_error *err)
+{
+    recover_ctx x = {queue, older_than, 0, 0};
+    /* Each step commits on its own, so repeating after a lost link only redoes what is left. */
+    if (ce_conn_run(c, CE_REPEAT, recover_op, &x, err) < 0) return -1;
+    c->last_recover = ce_monotonic();
+    *requeued = x.requeued;
+    *dead = x.dead;
+    return 0;
+}
+
+/* ---- queue control and lookups ------------------------------------------------------ */
+
+int ce_pause(ce_conn *c, const char *queue, ce_error *err)
+{
+    update_ctx x = {SQL_PAUSE, {ce_pstr(queue)}, 1, 0};
+    /* Pausing twice is the same as once: safe to repeat. */
+    return ce_conn_run(c, CE_REPEAT, update_op, &x, err);
+}
+
+int ce_resume(ce_conn *c, const char *queue, ce_error *err)
+{
+    update_ctx x = {SQL_RESUME, {ce_pstr(queue)}, 1, 0};
+    return ce_conn_run(c, CE_REPEAT, update_op, &x, err);
+}
+
+typedef struct {
+    const char *sql;
+    ce_param p[4];
+    unsigned int np;
+    long long value;
+} count_ctx;
+
+static int count_op(ce_conn *c, void *vctx, ce_error *err)
+{
+    count_ctx *x = vctx;
+    return one_count(c, x->sql, x->p, x->np, &x->value, err);
+}
+
+int ce_is_paused(ce_conn *c, const char *queue, int *paused, ce_error *err)
+{
+    count_ctx x = {SQL_IS_PAUSED, {ce_pstr(queue)}, 1, 0};
+    if (ce_conn_run(c, CE_REPEAT, count_op, &x, err) < 0) return -1;
+    *paused = x.value > 0;
+    return 0;
+}
+
+int ce_queue_size(ce_conn *c, const char *queue, long long *size, ce_error *err)
+{
+    count_ctx x = {SQL_QUEUE_SIZE, {ce_pstr(queue)}, 1, 0};
+    if (ce_conn_run(c, CE_REPEAT, count_op, &x, err) < 0) return -1;
+    *size = x.value;
+    return 0;
+}
+
+typedef struct {
+    const char *sql;
+    ce_param p[4];
+    unsigned int np;
+    ce_rows *out;
+} rows_ctx;
+
+static int rows_op(ce_conn *c, void *vctx, ce_error *err)
+{
+    rows_ctx *x = vctx;
+    return ce_exec(c, x->sql, x->p, x->np, x->out, NULL, err);
+}
+
+int ce_get_task(ce_conn *c, const char *id, ce_rows *out, ce_error *err)
+{
+    rows_ctx x = {SQL_GET_TASK, {ce_pstr(id)}, 1, out};
+    return ce_conn_run(c, CE_REPEAT, rows_op, &x, err);
+}
+
+/* ---- recurring occurrences ---------------------------------------------------------- */
+
+typedef struct {
+    const char *queue, *schedule;
+    long long run_at;
+    const ce_task_spec *t;
+    char *id;
+    int *created;
+} recurring_ctx;
+
+static int recurring_op(ce_conn *c, void *vctx, ce_error *err)
+{
+    recurring_ctx *x = vctx;
+    const char *queue = x->t->queue ? x->t->queue : x->queue;
+    ce_param p[INSERT_PARAMS];
+    unsigned long long affected = 0;
+    ce_uuid7(x->id);
+    p[0] = ce_pstr(x->schedule);
+    p[1] = ce_pint(x->run_at);
+    p[2] = ce_pstr(x->id);
+    p[3] = ce_pstr(queue);
+    if (ce_conn_begin(c, err) < 0) return -1;
+    /* A second scheduler waits here on the first one's row lock, then sees its row. */
+    if (ce_exec(c, SQL_RECORD_RUN, p, 4, NULL, &affected, err) < 0) return -1;
+    *x->created = affected > 0;
+    if (*x->created) {
+        put_insert_params(p, x->t, x->id, x->queue);
+        if (ce_exec(c, INSERT_COLUMNS INSERT_ROW, p, INSERT_PARAMS, NULL, NULL, err) < 0) return -1;
+    } else {
+        int found = 0;
+        if (one_string(c, SQL_RUN_TASK, p, 2, x->id, CE_UUID_LEN + 1, &found, err) < 0) return -1;
+    }
+    return ce_conn_commit(c, err);
+}
+
+int ce_enqueue_recurring(ce_conn *c, const char *queue, const char *schedule, long long run_at,
+                         const ce_task_spec *t, char id_out[CE_UUID_LEN + 1], int *created,
+                         ce_error *err)
+{
+    recurring_ctx x = {queue, schedule, run_at, t, id_out, created};
+    return ce_conn_run(c, CE_REPEAT, recurring_op, &x, err);
+}

@@ -1,0 +1,98 @@
+/* The queue operations: enqueue, claim, settle (fenced by the claim), pause.
+ * Tasks come back as ce_rows whose columns follow CE_TASK_COLUMNS (see enum ce_task_col). */
+#ifndef CELERS_TASK_H
+#define CELERS_TASK_H
+
+#include "connection.h"
+#include "statement.h"
+#include "uuid7.h"
+
+/* Column order of every task row returned by the core. */
+enum ce_task_col {
+    CE_T_ID, CE_T_NAME, CE_T_PAYLOAD, CE_T_PAYLOAD_TYPE, CE_T_PRIORITY, CE_T_RETRY_COUNT,
+    CE_T_MAX_RETRIES, CE_T_QUEUE, CE_T_STATE, CE_T_CREATED_AT, CE_T_SCHEDULED_AT,
+    CE_T_STARTED_AT, CE_T_COMPLETED_AT, CE_T_WORKER_ID, CE_T_ERROR, CE_T_METADATA,
+    CE_T_CLAIM_ID, CE_T_LEASE_EXPIRES_AT, CE_T_TIMEOUT, CE_T_IDEMPOTENCY_KEY, CE_T_NCOLS
+};
+
+/* SELECT list producing those columns from celers_tasks; times as Unix seconds. */
+#define CE_TASK_COLUMNS                                                                            \
+    "id, task_name, payload, payload_type, priority, retry_count, max_retries, queue, state, "    \
+    "UNIX_TIMESTAMP(created_at), UNIX_TIMESTAMP(scheduled_at), UNIX_TIMESTAMP(started_at), "      \
+    "UNIX_TIMESTAMP(completed_at), worker_id, error_message, metadata, claim_id, "                \
+    "UNIX_TIMESTAMP(lease_expires_at), timeout_seconds, idempotency_key"
+
+/* What enqueue needs of one task. Strings are borrowed. */
+typedef struct ce_task_spec {
+    const char *name;
+    const char *payload;
+    unsigned long payload_len;
+    const char *payload_type; /* "raw" or "json"; NULL = "raw" */
+    const char *id;           /* NULL: a new time-ordered id */
+    const char *queue;        /* NULL: the broker's queue */
+    long long priority;
+    long long max_retries;
+    double timeout;           /* lease for this task, seconds; <= 0: the broker default */
+    int has_delay, has_eta;
+    double delay, eta;        /* seconds from now / Unix time */
+    const char *metadata;     /* JSON text or NULL */
+    const char *idempotency_key;
+} ce_task_spec;
+
+void ce_task_spec_init(ce_task_spec *t);
+
+/* Reference to a claimed task: the id and the claim that fences settling.
+ * claim_id NULL fences on state alone (the caller passed a bare id). */
+typedef struct ce_task_ref {
+    const char *id;
+    const char *claim_id;
+} ce_task_ref;
+
+/* Enqueue one task; id_out gets its id. With an idempotency key already used in the queue,
+ * id_out gets the first task's id and *created is 0. */
+int ce_enqueue(ce_conn *c, const char *queue, const ce_task_spec *t, char id_out[CE_UUID_LEN + 1],
+               int *created, ce_error *err);
+/* Enqueue n tasks all-or-nothing. ids must hold n ids. With skip_existing, rows whose id or
+ * idempotency key exists are left alone and *inserted counts the new ones. */
+int ce_enqueue_batch(ce_conn *c, const char *queue, const ce_task_spec *tasks, size_t n,
+                     int skip_existing, char (*ids)[CE_UUID_LEN + 1], unsigned long long *inserted,
+                     ce_error *err);
+
+/* Claim up to n ready tasks of queue for worker_id with a lease of `lease` seconds (per-task
+ * timeouts win). Rows follow enum ce_task_col, already showing the claimed state. */
+int ce_claim(ce_conn *c, const char *queue, unsigned int n, const char *worker_id, double lease,
+             ce_rows *out, ce_error *err);
+
+/* Settling: *ok is 1 when the task was still held under that claim and changed. */
+int ce_ack(ce_conn *c, ce_task_ref ref, int *ok, ce_error *err);
+int ce_ack_batch(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long long *acked,
+                 ce_error *err);
+/* Failed attempt. requeue with retries left: back to pending after delay (< 0: the broker's
+ * backoff); otherwise to the dead-letter queue. *outcome: 0 unchanged, 1 requeued, 2 dead. */
+int ce_reject(ce_conn *c, ce_task_ref ref, int requeue, double delay, const char *error,
+              int *outcome, ce_error *err);
+/* Extend the lease by seconds (< 0: the task's timeout or the broker's lease). */
+int ce_touch(ce_conn *c, ce_task_ref ref, double seconds, int *ok, ce_error *err);
+/* Cancel a pending or processing task. */
+int ce_cancel(ce_conn *c, const char *id, int *ok, ce_error *err);
+
+/* Expired leases of queue go back to pending, or to the DLQ when retries are spent.
+ * older_than >= 0 also takes tasks started more than that many seconds ago. */
+int ce_recover_expired(ce_conn *c, const char *queue, double older_than, unsigned long long *requeued,
+                       unsigned long long *dead, ce_error *err);
+
+int ce_pause(ce_conn *c, const char *queue, ce_error *err);
+int ce_resume(ce_conn *c, const char *queue, ce_error *err);
+int ce_is_paused(ce_conn *c, const char *queue, int *paused, ce_error *err);
+int ce_queue_size(ce_conn *c, const char *queue, long long *size, ce_error *err);
+
+/* One task by id (any queue); *found 0 when there is none. */
+int ce_get_task(ce_conn *c, const char *id, ce_rows *out, ce_error *err);
+
+/* Record a recurring occurrence and enqueue its task in one transaction; when the occurrence
+ * was already recorded (by this or another scheduler) *created is 0 and id_out is its task. */
+int ce_enqueue_recurring(ce_conn *c, const char *queue, const char *schedule, long long run_at,
+                         const ce_task_spec *t, char id_out[CE_UUID_LEN + 1], int *created,
+                         ce_error *err);
+
+#endif

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build and the tests need, if any is missing.
+# Quiet when everything is there.
+set -euo pipefail
+
+PACKAGES=(
+    make gcc libc6-dev pkg-config
+    lua5.4 liblua5.4-dev luajit libluajit-5.1-dev
+    lua-cjson lua-busted lua-check
+    libmariadb-dev libmariadb-dev-compat uuid-dev
+    mariadb-server valgrind
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=()
+if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "deps: missing ${missing[*]} and not root (no sudo)" >&2; exit 1; }
+    SUDO=(sudo)
+fi
+
+echo "deps: installing ${missing[*]}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+if ! { "${SUDO[@]}" apt-get update -q &&
+       "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "deps: apt-get failed" >&2
+    exit 1
+fi
