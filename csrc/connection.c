@@ -129,9 +129,10 @@ MYSQL_STMT *ce_conn_prepare(ce_conn *c, const char *sql, ce_error *err)
     MYSQL_STMT *stmt;
     char *copy;
 
+    size_t len = strlen(sql);
     c->tick++;
     for (int i = 0; i < CE_STMT_CACHE; i++) {
-        if (c->cache[i].sql && !strcmp(c->cache[i].sql, sql)) {
+        if (c->cache[i].sql && c->cache[i].len == len && !memcmp(c->cache[i].sql, sql, len)) {
             c->cache[i].used = c->tick;
             return c->cache[i].stmt;
         }
@@ -154,7 +155,7 @@ MYSQL_STMT *ce_conn_prepare(ce_conn *c, const char *sql, ce_error *err)
         ce_error_from_mysql(err, c->mysql);
         return NULL;
     }
-    if (mysql_stmt_prepare(stmt, sql, (unsigned long)strlen(sql))) {
+    if (mysql_stmt_prepare(stmt, sql, (unsigned long)len)) {
         ce_error_from_stmt(err, stmt);
         mysql_stmt_close(stmt);
         return NULL;
@@ -170,6 +171,7 @@ MYSQL_STMT *ce_conn_prepare(ce_conn *c, const char *sql, ce_error *err)
     if (c->cache[slot].stmt) mysql_stmt_close(c->cache[slot].stmt);
     free(c->cache[slot].sql);
     c->cache[slot].sql = copy;
+    c->cache[slot].len = len;
     c->cache[slot].stmt = stmt;
     c->cache[slot].used = c->tick;
     return stmt;

@@ -12,6 +12,7 @@
 
 typedef struct ce_cached_stmt {
     char *sql;         /* owned copy of the statement text, the cache key */
+    size_t len;        /* strlen(sql) */
     MYSQL_STMT *stmt;  /* owned */
     unsigned long used; /* tick of last use, for eviction */
 } ce_cached_stmt;

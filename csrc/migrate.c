@@ -20,28 +20,33 @@ static const char SQL_RECORD[] = "INSERT INTO celers_migrations (version, name) 
 static const char SQL_LIST[] = "SELECT version, name, UNIX_TIMESTAMP(applied_at) FROM "
                                "celers_migrations ORDER BY version";
 
-/* Run each statement of a migration: they end with ';' at the end of a line. Lines that
+/* Run each statement of a migration. A statement ends with the delimiter (';' unless a
+ * "DELIMITER x" line, as in the mariadb client, changed it) at the end of a line. Lines that
  * start with "--" are comments. */
 static int run_script(ce_conn *c, const char *script, ce_error *err)
 {
     size_t len = strlen(script), used = 0;
-    char *stmt = malloc(len + 1);
+    char *stmt = malloc(len + 1), delim[16] = ";";
     const char *line = script;
     if (!stmt) return ce_error_set(err, CE_ENOMEM, "out of memory");
     while (*line) {
         const char *eol = strchr(line, '\n'), *end;
-        size_t n;
+        size_t dl = strlen(delim);
         if (!eol) eol = line + strlen(line);
-        n = (size_t)(eol - line);
-        end = line + n;
+        end = eol;
         while (end > line && (end[-1] == ' ' || end[-1] == '\r' || end[-1] == '\t'))
             end--;
-        if (!(n >= 2 && line[0] == '-' && line[1] == '-')) {
-            memcpy(stmt + used, line, (size_t)(end - line));
-            used += (size_t)(end - line);
+        if (!strncmp(line, "DELIMITER ", 10) && end - line > 10 && end - line - 10 < 16) {
+            memcpy(delim, line + 10, (size_t)(end - line - 10));
+            delim[end - line - 10] = '\0';
+        } else if (!(end - line >= 2 && line[0] == '-' && line[1] == '-')) {
+            int last = (size_t)(end - line) >= dl && !memcmp(end - dl, delim, dl);
+            size_t keep = (size_t)(end - line) - (last ? dl : 0);
+            memcpy(stmt + used, line, keep);
+            used += keep;
             stmt[used++] = '\n';
-            if (end > line && end[-1] == ';') {
-                stmt[used - 2] = '\0'; /* drop ";\n" */
+            if (last) {
+                stmt[used] = '\0';
                 if (ce_conn_query(c, stmt, err) < 0) {
                     free(stmt);
                     return -1;

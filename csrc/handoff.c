@@ -1,0 +1,49 @@
+#include "handoff.h"
+
+#include <string.h>
+
+static const char SQL_ACK_AND_CLAIM[] = "CALL celers_ack_and_claim(?, ?, ?, ?, ?, ?)";
+
+typedef struct {
+    const char *queue;
+    ce_task_ref prev;
+    const char *worker_id;
+    double lease;
+    int *acked;
+    ce_rows *out;
+} handoff_ctx;
+
+static int handoff_op(ce_conn *c, void *vctx, ce_error *err)
+{
+    handoff_ctx *x = vctx;
+    char claim_id[CE_UUID_LEN + 1];
+    ce_param p[6];
+    ce_rows *r = x->out;
+    ce_uuid7(claim_id);
+    p[0] = ce_pstr(x->prev.id);
+    p[1] = ce_pstr(x->prev.claim_id);
+    p[2] = ce_pstr(x->queue);
+    p[3] = ce_pstr(x->worker_id);
+    p[4] = ce_pstr(claim_id);
+    p[5] = ce_pdouble(x->lease);
+    if (ce_exec(c, SQL_ACK_AND_CLAIM, p, 6, r, NULL, err) < 0) return -1;
+    if (r->nrows != 1 || r->ncols != CE_T_NCOLS + 1) {
+        ce_rows_free(r);
+        return ce_error_set(err, CE_ESQL, "celers_ack_and_claim returned an unexpected result; "
+                                          "run broker:migrate()");
+    }
+    *x->acked = ce_cell_int(r, 0, CE_T_NCOLS, 0) > 0;
+    if (!CE_CELL(r, 0, CE_T_ID)->data) r->nrows = 0; /* nothing was ready */
+    return 0;
+}
+
+int ce_ack_and_claim(ce_conn *c, const char *queue, ce_task_ref prev, const char *worker_id,
+                     double lease, int *acked, ce_rows *out, ce_error *err)
+{
+    handoff_ctx x = {queue, prev, worker_id, lease, acked, out};
+    memset(out, 0, sizeof *out);
+    *acked = 0;
+    if (ce_recover_if_due(c, queue, err) < 0) return -1;
+    /* The ack may have landed when the link drops: never repeated. */
+    return ce_conn_run(c, CE_ONCE, handoff_op, &x, err);
+}

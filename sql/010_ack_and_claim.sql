@@ -1,0 +1,55 @@
+-- One round trip for a worker's loop: settle the task in hand and claim the next one.
+-- The ack commits on its own first; the claim is the same SKIP LOCKED transaction as
+-- celers_tasks' regular claim. The result is one row: the claimed task's columns (all NULL
+-- when none was ready) and whether the ack landed.
+DROP PROCEDURE IF EXISTS celers_ack_and_claim;
+
+DELIMITER //
+CREATE PROCEDURE celers_ack_and_claim(
+    IN p_ack_id    CHAR(36),
+    IN p_ack_claim CHAR(36),
+    IN p_queue     VARCHAR(255),
+    IN p_worker    VARCHAR(255),
+    IN p_claim     CHAR(36),
+    IN p_lease     DOUBLE)
+BEGIN
+    DECLARE v_acked INT DEFAULT 0;
+    DECLARE v_id CHAR(36) DEFAULT NULL;
+    DECLARE v_now DATETIME(6) DEFAULT NULL;
+    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_id = NULL;
+
+    IF p_ack_id IS NOT NULL THEN
+        UPDATE celers_tasks
+           SET state = 'completed', completed_at = NOW(6), lease_expires_at = NULL
+         WHERE id = p_ack_id AND state = 'processing'
+           AND claim_id <=> COALESCE(p_ack_claim, claim_id);
+        SET v_acked = ROW_COUNT();
+    END IF;
+
+    START TRANSACTION;
+    SELECT id, NOW(6) INTO v_id, v_now
+      FROM celers_tasks
+     WHERE queue = p_queue AND state = 'pending' AND scheduled_at <= NOW(6)
+       AND NOT EXISTS (SELECT 1 FROM celers_queue_pauses WHERE queue = p_queue)
+     ORDER BY priority DESC, scheduled_at, id
+     LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF v_id IS NOT NULL THEN
+        UPDATE celers_tasks
+           SET state = 'processing', started_at = v_now, worker_id = p_worker,
+               claim_id = p_claim, retry_count = retry_count + 1,
+               lease_expires_at = DATE_ADD(v_now, INTERVAL
+                   ROUND(1000000 * COALESCE(timeout_seconds, p_lease)) MICROSECOND)
+         WHERE id = v_id;
+    END IF;
+    COMMIT;
+
+    SELECT t.id, t.task_name, t.payload, t.payload_type, t.priority, t.retry_count,
+           t.max_retries, t.queue, t.state, UNIX_TIMESTAMP(t.created_at),
+           UNIX_TIMESTAMP(t.scheduled_at), UNIX_TIMESTAMP(t.started_at),
+           UNIX_TIMESTAMP(t.completed_at), t.worker_id, t.error_message, t.metadata,
+           t.claim_id, UNIX_TIMESTAMP(t.lease_expires_at), t.timeout_seconds,
+           t.idempotency_key, v_acked
+      FROM (SELECT 1 AS one) AS d
+      LEFT JOIN celers_tasks AS t ON t.id = v_id;
+END //
+DELIMITER ;
