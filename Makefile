@@ -27,12 +27,24 @@ MYSQL_PC := $(shell pkg-config --exists libmariadb && echo libmariadb || echo my
 BUILD := build/$(LUA)
 CC ?= cc
 CFLAGS ?= -O2 -g
-CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -Wall -Wextra -Werror -Icsrc -I$(BUILD) \
-          $(shell pkg-config --cflags $(LUA_PC) $(MYSQL_PC) uuid)
-LDLIBS := $(shell pkg-config --libs $(MYSQL_PC) uuid)
+# LuaRocks passes LUA_INCDIR, MYSQL_INCDIR/MYSQL_LIBDIR and UUID_INCDIR/UUID_LIBDIR;
+# by hand, pkg-config finds them.
+ifdef LUA_INCDIR
+  LUA_CFLAGS := -I$(LUA_INCDIR)
+else
+  LUA_CFLAGS := $(shell pkg-config --cflags $(LUA_PC))
+endif
+ifdef MYSQL_INCDIR
+  DEP_CFLAGS := -I$(MYSQL_INCDIR) -I$(MYSQL_INCDIR)/mariadb -I$(MYSQL_INCDIR)/mysql $(if $(UUID_INCDIR),-I$(UUID_INCDIR))
+  LDLIBS := -L$(MYSQL_LIBDIR) $(if $(UUID_LIBDIR),-L$(UUID_LIBDIR)) -l$(if $(wildcard $(MYSQL_LIBDIR)/libmariadb.so*),mariadb,mysqlclient) -luuid
+else
+  DEP_CFLAGS := $(shell pkg-config --cflags $(MYSQL_PC) uuid)
+  LDLIBS := $(shell pkg-config --libs $(MYSQL_PC) uuid)
+endif
+CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -Wall -Wextra -Werror -Icsrc -I$(BUILD) $(LUA_CFLAGS) $(DEP_CFLAGS)
 
-CORE_SRC := errors.c config.c uuid7.c connection.c statement.c migrate.c task.c admin.c process.c
-BIND_SRC := auxiliar.c lbroker.c ladmin.c lcore.c
+CORE_SRC := errors.c config.c uuid7.c connection.c statement.c migrate.c task.c handoff.c admin.c inspect.c results.c dlq.c upkeep.c process.c
+BIND_SRC := auxiliar.c lbroker.c ladmin.c lupkeep.c lcore.c
 OBJS := $(addprefix $(BUILD)/,$(CORE_SRC:.c=.o) $(BIND_SRC:.c=.o) migrations_data.o)
 SQL := $(sort $(wildcard sql/*.sql))
 SO := $(BUILD)/celers/core.so
@@ -61,6 +73,12 @@ $(BUILD)/migrations_data.o: $(BUILD)/migrations_data.c csrc/migrate.h
 
 $(BUILD):
 	mkdir -p $@
+
+# The raw-SQL floor of `make bench`: libmysqlclient only, no Lua, no core.
+build/bench/floor: bench/floor.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror $(shell pkg-config --cflags $(MYSQL_PC)) \
+		-o $@ $< $(shell pkg-config --libs $(MYSQL_PC))
 
 test:
 	scripts/test.sh

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <mysql.h>
+
 #include "auxiliar.h"
 #include "config.h"
 #include "lbroker.h"
@@ -315,9 +317,36 @@ static const luaL_Reg functions[] = {
     {NULL, NULL},
 };
 
+/* Frees libmariadb's process-wide state when the Lua state closes (before the loader
+ * unloads this library), so valgrind shows nothing left behind. */
+static int library_gc(lua_State *L)
+{
+    (void)L;
+    mysql_library_end();
+    return 0;
+}
+
+static void register_library_end(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "celers.library");
+    if (!lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    mysql_library_init(0, NULL, NULL);
+    lua_newuserdata(L, 1);
+    lua_newtable(L);
+    lua_pushcfunction(L, library_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "celers.library");
+}
+
 int luaopen_celers_core(lua_State *L);
 int luaopen_celers_core(lua_State *L)
 {
+    register_library_end(L);
     aux_error_open(L);
     lua_newtable(L);
     luaL_setfuncs(L, functions, 0);

@@ -13,6 +13,7 @@
 #   SKIP_BUILD=1        do not run `make build` (use what is in build/ already)
 #   CELERS_TEST_TIMEOUT seconds one spec file may take under one interpreter (default 900)
 #   CELERS_TEST_OUTPUT  busted output handler for the report (default plainTerminal)
+#   CELERS_TEST_WRAPPER command put in front of the interpreter (scripts/valgrind.sh uses it)
 #
 # Each spec file runs in its own busted process, so a crash or hang in one (a segfault in the
 # C core, say) is counted as a failure of that file and the rest still run.
@@ -117,8 +118,9 @@ for lua in $LUAS; do
     for spec in "${SPECS[@]}"; do
         echo "==== $lua $spec"
         : >"$COUNTS"
+        # shellcheck disable=SC2086
         CELERS_BUSTED_COUNTS=$COUNTS timeout -k 10 "$TIMEOUT" \
-            "$lua" "$BUSTED" \
+            ${CELERS_TEST_WRAPPER:-} "$lua" "$BUSTED" \
             --lpath="$ROOT/?.lua;$ROOT/lua/?.lua;$ROOT/lua/?/init.lua" \
             --cpath="$build/?.so" \
             -o "$ROOT/scripts/busted_handler.lua" \
