@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "auxiliar.h"
+#include "handoff.h"
 #include "migrate.h"
 #include "task.h"
 
@@ -12,13 +13,6 @@
 #define JSON_ENCODE_KEY "celers.json_encode"
 #define JSON_DECODE_KEY "celers.json_decode"
 
-static const char *const ENQUEUE_OPTIONS[] = {"id",       "priority",        "max_retries",
-                                              "timeout",  "delay",           "eta",
-                                              "queue",    "metadata",        "idempotency_key",
-                                              NULL};
-static const char *const BATCH_ITEM_KEYS[] = {"name",    "payload",  "id",       "priority",
-                                              "max_retries", "timeout", "delay", "eta",
-                                              "queue",   "metadata", "idempotency_key", NULL};
 
 /* ---- userdata plumbing -------------------------------------------------------------- */
 
@@ -104,14 +98,23 @@ void lbroker_count(lua_State *L, const char *key, lua_Number n)
     lua_pop(L, 2);
 }
 
-static void count_by_type(lua_State *L, const char *name)
+static void count_by_type(lua_State *L, const char *name, lua_Number n)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, COUNTERS_KEY);
     lua_getfield(L, -1, "enqueued_by_type");
     lua_getfield(L, -1, name);
-    lua_pushnumber(L, lua_tonumber(L, -1) + 1);
+    lua_pushnumber(L, lua_tonumber(L, -1) + n);
     lua_setfield(L, -3, name);
     lua_pop(L, 3);
+}
+
+/* How many tasks from i on share task i's name (batches are usually one kind). */
+static lua_Number count_run(const ce_task_spec *specs, size_t n, size_t i)
+{
+    size_t j = i + 1;
+    while (j < n && !strcmp(specs[j].name, specs[i].name))
+        j++;
+    return (lua_Number)(j - i);
 }
 
 /* ---- JSON through the functions init.lua registers (lua-cjson) ---------------------- */
@@ -144,6 +147,17 @@ static void push_decoded(lua_State *L, const char *s, size_t len)
     }
 }
 
+const char *lbroker_encode_json(lua_State *L, int idx, const char *fn, const char *arg,
+                                size_t *len)
+{
+    return encode_json(L, idx, fn, arg, len);
+}
+
+void lbroker_push_decoded(lua_State *L, const char *s, size_t len)
+{
+    push_decoded(L, s, len);
+}
+
 /* ---- reading tasks to enqueue -------------------------------------------------------- */
 
 /* Payload at idx: a string as is, a table as JSON (string pushed onto the stack). */
@@ -162,33 +176,96 @@ static void read_payload(lua_State *L, int idx, const char *fn, ce_task_spec *t)
     t->payload_len = (unsigned long)len;
 }
 
-/* Options of the table at idx into t; encoded metadata is pushed onto the stack. */
-static void read_options(lua_State *L, int idx, const char *fn, ce_task_spec *t)
+static lua_Number number_value(lua_State *L, const char *fn, const char *key, int integer)
 {
-    int has;
+    if (lua_type(L, -1) != LUA_TNUMBER || (integer && !lua_isinteger(L, -1)))
+        aux_arg_error(L, fn, key, integer ? "an integer" : "a number", -1);
+    return lua_tonumber(L, -1);
+}
+
+static const char *string_value(lua_State *L, const char *fn, const char *key)
+{
+    if (lua_type(L, -1) != LUA_TSTRING) aux_arg_error(L, fn, key, "a string", -1);
+    return lua_tostring(L, -1); /* the table keeps it alive */
+}
+
+/* One pass (lua_next) over an options table, or with `item` a batch entry that also holds
+ * name and payload: each known key sets its field, any other key raises. Table payloads and
+ * metadata are encoded afterwards; their JSON strings are left on the stack for the caller
+ * to keep alive until the call is done. */
+static void read_task_table(lua_State *L, int idx, const char *fn, ce_task_spec *t, int item)
+{
+    const char *ptype = NULL;
+    int payload_seen = 0, meta_table = 0, has_timeout = 0;
     idx = lua_absindex(L, idx);
-    t->id = aux_field_string(L, idx, "id", fn, NULL);
-    t->queue = aux_field_string(L, idx, "queue", fn, NULL);
-    t->idempotency_key = aux_field_string(L, idx, "idempotency_key", fn, NULL);
-    t->priority = aux_field_integer(L, idx, "priority", fn, 0);
-    t->max_retries = aux_field_integer(L, idx, "max_retries", fn, 3);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        const char *k;
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "celers: %s: option names must be strings", fn);
+        k = lua_tostring(L, -2);
+        if (item && !strcmp(k, "name")) t->name = string_value(L, fn, k);
+        else if (item && !strcmp(k, "payload")) {
+            payload_seen = 1;
+            if (lua_type(L, -1) == LUA_TSTRING) {
+                size_t len;
+                t->payload = lua_tolstring(L, -1, &len);
+                t->payload_len = (unsigned long)len;
+                t->payload_type = "raw";
+            } else if (lua_type(L, -1) != LUA_TTABLE) {
+                aux_arg_error(L, fn, "payload", "a string or a table", -1);
+            }
+        } else if (!strcmp(k, "id")) t->id = string_value(L, fn, k);
+        else if (!strcmp(k, "queue")) t->queue = string_value(L, fn, k);
+        else if (!strcmp(k, "idempotency_key")) t->idempotency_key = string_value(L, fn, k);
+        else if (!strcmp(k, "priority")) t->priority = (long long)number_value(L, fn, k, 1);
+        else if (!strcmp(k, "max_retries")) t->max_retries = (long long)number_value(L, fn, k, 1);
+        else if (!strcmp(k, "timeout")) {
+            t->timeout = number_value(L, fn, k, 0);
+            has_timeout = 1;
+        }
+        else if (!strcmp(k, "delay")) {
+            t->delay = number_value(L, fn, k, 0);
+            t->has_delay = 1;
+        } else if (!strcmp(k, "eta")) {
+            t->eta = number_value(L, fn, k, 0);
+            t->has_eta = 1;
+        } else if (!strcmp(k, "payload_type")) ptype = string_value(L, fn, k);
+        else if (!strcmp(k, "metadata")) {
+            if (lua_type(L, -1) == LUA_TSTRING) t->metadata = lua_tostring(L, -1);
+            else if (lua_type(L, -1) == LUA_TTABLE) meta_table = 1;
+            else aux_arg_error(L, fn, "metadata", "a table or a JSON string", -1);
+        } else luaL_error(L, "celers: %s: unknown option '%s'", fn, k);
+        lua_pop(L, 1);
+    }
     if (t->max_retries < 0) luaL_error(L, "celers: %s: 'max_retries' must not be negative", fn);
-    t->timeout = aux_field_number(L, idx, "timeout", fn, 0, &has);
-    if (has && !(t->timeout > 0)) luaL_error(L, "celers: %s: 'timeout' must be positive", fn);
-    t->delay = aux_field_number(L, idx, "delay", fn, 0, &t->has_delay);
+    /* Fix (spec/errors_spec.lua): timeout = 0 was taken silently as "no timeout"; a given
+     * timeout must be positive, as before the one-pass option reader. */
+    if (has_timeout && !(t->timeout > 0))
+        luaL_error(L, "celers: %s: 'timeout' must be positive", fn);
     if (t->has_delay && !(t->delay >= 0))
         luaL_error(L, "celers: %s: 'delay' must not be negative", fn);
-    t->eta = aux_field_number(L, idx, "eta", fn, 0, &t->has_eta);
     if (t->id && strlen(t->id) != CE_UUID_LEN)
         luaL_error(L, "celers: %s: 'id' must be a 36-character UUID string", fn);
-    lua_getfield(L, idx, "metadata");
-    if (lua_type(L, -1) == LUA_TTABLE) {
+    if (item && payload_seen && !t->payload) {
+        size_t len = 0;
+        lua_getfield(L, idx, "payload");
+        t->payload = encode_json(L, -1, fn, "payload", &len);
+        t->payload_len = (unsigned long)len;
+        t->payload_type = "json";
+        lua_remove(L, -2);
+    }
+    if (item && !payload_seen)
+        luaL_error(L, "celers: %s: 'payload' must be a string or a table (got nil)", fn);
+    /* payload_type = "json" marks a string payload as JSON text already (bulk import keeps
+     * the stored bytes and their type exactly); a table payload is always JSON. */
+    if (ptype && strcmp(ptype, "raw") && strcmp(ptype, "json"))
+        luaL_error(L, "celers: %s: 'payload_type' must be \"raw\" or \"json\"", fn);
+    if (ptype && !strcmp(ptype, "json")) t->payload_type = "json";
+    if (meta_table) {
+        lua_getfield(L, idx, "metadata");
         t->metadata = encode_json(L, -1, fn, "metadata", NULL);
-        lua_remove(L, -2); /* keep the JSON string, drop the table */
-    } else if (lua_type(L, -1) == LUA_TSTRING) {
-        t->metadata = lua_tostring(L, -1);
-    } else if (!lua_isnil(L, -1)) {
-        aux_arg_error(L, fn, "metadata", "a table or a JSON string", -1);
+        lua_remove(L, -2);
     }
 }
 
@@ -279,7 +356,7 @@ static int do_enqueue(lua_State *L, lbroker *b, ce_task_spec *t)
         return aux_push_error(L, &err);
     if (created) {
         lbroker_count(L, "enqueued", 1);
-        count_by_type(L, t->name);
+        count_by_type(L, t->name, 1);
     }
     lua_pushstring(L, id);
     lua_pushboolean(L, created);
@@ -293,8 +370,7 @@ static void read_enqueue_args(lua_State *L, const char *fn, int optidx, ce_task_
     if (!*t->name) luaL_error(L, "celers: %s: 'name' must not be empty", fn);
     read_payload(L, 3, fn, t);
     if (aux_opt_table(L, optidx, fn, "opts")) {
-        aux_check_options(L, optidx, fn, ENQUEUE_OPTIONS);
-        read_options(L, optidx, fn, t);
+        read_task_table(L, optidx, fn, t, 0);
     }
 }
 
@@ -366,15 +442,11 @@ static int broker_enqueue_batch(lua_State *L)
         if (!lua_istable(L, item))
             luaL_error(L, "celers: %s: 'tasks[%d]' must be a table (got %s)", fn, (int)i + 1,
                        luaL_typename(L, item));
-        aux_check_options(L, item, fn, BATCH_ITEM_KEYS);
         ce_task_spec_init(&specs[i]);
-        specs[i].name = aux_field_string(L, item, "name", fn, NULL);
+        top = lua_gettop(L);
+        read_task_table(L, item, fn, &specs[i], 1);
         if (!specs[i].name || !*specs[i].name)
             luaL_error(L, "celers: %s: 'tasks[%d].name' must be a non-empty string", fn, (int)i + 1);
-        top = lua_gettop(L);
-        lua_getfield(L, item, "payload");
-        read_payload(L, -1, fn, &specs[i]);
-        read_options(L, item, fn, &specs[i]);
         /* move everything pushed for this item into the anchor table */
         while (lua_gettop(L) > top) {
             lua_rawseti(L, anchor, (int)lua_rawlen(L, anchor) + 1);
@@ -391,7 +463,8 @@ static int broker_enqueue_batch(lua_State *L)
     lbroker_count(L, "enqueued", (lua_Number)inserted);
     if (inserted == n)
         for (size_t i = 0; i < n; i++)
-            count_by_type(L, specs[i].name);
+            if (i == 0 || strcmp(specs[i].name, specs[i - 1].name))
+                count_by_type(L, specs[i].name, count_run(specs, n, i));
     lua_pushinteger(L, (lua_Integer)inserted);
     return 2;
 }
@@ -417,7 +490,7 @@ static int broker_enqueue_recurring(lua_State *L)
         return aux_push_error(L, &err);
     if (created) {
         lbroker_count(L, "enqueued", 1);
-        count_by_type(L, t.name);
+        count_by_type(L, t.name, 1);
     }
     lua_pushstring(L, id);
     lua_pushboolean(L, created);
@@ -492,6 +565,31 @@ static int broker_dequeue_batch(lua_State *L)
         return 1;
     }
     return claim(L, b, (unsigned int)n, worker, lease, 1);
+}
+
+/* Ack the task in hand (nil: none) and claim the next, in one round trip.
+ * Returns acked (boolean) and the next task or nil. */
+static int broker_ack_and_dequeue(lua_State *L)
+{
+    const char *fn = "ack_and_dequeue";
+    lbroker *b = lbroker_check(L, fn);
+    ce_task_ref prev = {NULL, NULL};
+    const char *worker;
+    double lease;
+    int acked = 0;
+    ce_rows rows;
+    ce_error err;
+    if (!lua_isnoneornil(L, 2)) prev = read_ref(L, 2, fn);
+    read_dequeue_opts(L, 3, fn, b, &worker, &lease);
+    if (ce_ack_and_claim(b->shared->conn, b->queue, prev, worker ? worker : b->worker_id, lease,
+                         &acked, &rows, &err) < 0)
+        return aux_push_error(L, &err);
+    if (acked) lbroker_count(L, "acked", 1);
+    lua_pushboolean(L, acked);
+    if (rows.nrows) lbroker_push_task(L, &rows, 0);
+    else lua_pushnil(L);
+    ce_rows_free(&rows);
+    return 2;
 }
 
 /* ---- settle -------------------------------------------------------------------------- */
@@ -736,6 +834,7 @@ static const luaL_Reg methods[] = {
     {"dequeue", broker_dequeue},
     {"dequeue_with_worker_id", broker_dequeue_with_worker_id},
     {"dequeue_batch", broker_dequeue_batch},
+    {"ack_and_dequeue", broker_ack_and_dequeue},
     {"ack", broker_ack},
     {"ack_batch", broker_ack_batch},
     {"reject", broker_reject},

@@ -25,6 +25,9 @@ void ce_task_spec_init(ce_task_spec *t)
     "(?, ?, ?, ?, ?, ?, ?, COALESCE(FROM_UNIXTIME(?), "                                            \
     "DATE_ADD(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)), ?, ?, ?, NOW(6))"
 #define INSERT_PARAMS 12
+/* The same row for a task due now: two parameters and the date arithmetic fewer per row. */
+#define INSERT_ROW_NOW "(?, ?, ?, ?, ?, ?, ?, NOW(6), ?, ?, ?, NOW(6))"
+#define INSERT_PARAMS_NOW 10
 #define ON_DUPLICATE_KEEP " ON DUPLICATE KEY UPDATE id = id"
 
 /* Settling is fenced by the claim: a NULL claim parameter matches any claim (bare id). */
@@ -127,21 +130,32 @@ static char *in_list_sql(const char *prefix, size_t n, const char *suffix)
     return sql;
 }
 
-static void put_insert_params(ce_param *p, const ce_task_spec *t, const char *id,
-                              const char *queue)
+/* Parameters of one row; `timed` rows (INSERT_ROW) carry eta and delay, the others
+ * (INSERT_ROW_NOW) do not. Returns how many were written. */
+static unsigned int put_insert_params(ce_param *p, const ce_task_spec *t, const char *id,
+                                      const char *queue, int timed)
 {
-    p[0] = ce_pstr(id);
-    p[1] = ce_pstr(t->name);
-    p[2] = ce_ptext(t->payload ? t->payload : "", t->payload ? t->payload_len : 0);
-    p[3] = ce_pstr(t->payload_type ? t->payload_type : "raw");
-    p[4] = ce_pint(t->priority);
-    p[5] = ce_pint(t->max_retries);
-    p[6] = ce_pstr(t->queue ? t->queue : queue);
-    p[7] = t->has_eta ? ce_pdouble(t->eta) : ce_pnull();
-    p[8] = ce_pdouble(t->has_delay ? t->delay : 0);
-    p[9] = t->timeout > 0 ? ce_pdouble(t->timeout) : ce_pnull();
-    p[10] = ce_pstr(t->metadata);
-    p[11] = ce_pstr(t->idempotency_key);
+    unsigned int k = 0;
+    p[k++] = ce_pstr(id);
+    p[k++] = ce_pstr(t->name);
+    p[k++] = ce_ptext(t->payload ? t->payload : "", t->payload ? t->payload_len : 0);
+    p[k++] = ce_pstr(t->payload_type ? t->payload_type : "raw");
+    p[k++] = ce_pint(t->priority);
+    p[k++] = ce_pint(t->max_retries);
+    p[k++] = ce_pstr(t->queue ? t->queue : queue);
+    if (timed) {
+        p[k++] = t->has_eta ? ce_pdouble(t->eta) : ce_pnull();
+        p[k++] = ce_pdouble(t->has_delay ? t->delay : 0);
+    }
+    p[k++] = t->timeout > 0 ? ce_pdouble(t->timeout) : ce_pnull();
+    p[k++] = ce_pstr(t->metadata);
+    p[k++] = ce_pstr(t->idempotency_key);
+    return k;
+}
+
+static int is_timed(const ce_task_spec *t)
+{
+    return t->has_eta || (t->has_delay && t->delay > 0);
 }
 
 static int one_string(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, char *out,
@@ -204,10 +218,13 @@ static int enqueue_op(ce_conn *c, void *vctx, ce_error *err)
     unsigned long long affected = 0;
     int keyed = t->idempotency_key != NULL;
 
-    put_insert_params(p, t, x->id, x->queue);
+    static const char *const sql[2][2] = {
+        {INSERT_COLUMNS INSERT_ROW_NOW, INSERT_COLUMNS INSERT_ROW_NOW ON_DUPLICATE_KEEP},
+        {INSERT_COLUMNS INSERT_ROW, INSERT_COLUMNS INSERT_ROW ON_DUPLICATE_KEEP}};
+    int timed = is_timed(t);
+    unsigned int np = put_insert_params(p, t, x->id, x->queue, timed);
     x->attempts++;
-    if (ce_exec(c, keyed ? INSERT_COLUMNS INSERT_ROW ON_DUPLICATE_KEEP : INSERT_COLUMNS INSERT_ROW,
-                p, INSERT_PARAMS, NULL, &affected, err) < 0) {
+    if (ce_exec(c, sql[timed][keyed], p, np, NULL, &affected, err) < 0) {
         /* Repeated after a lost link: our own fresh id already there means the first try landed. */
         if (err->code == CE_EDUPLICATE && x->attempts > 1 && !t->id) {
             *x->created = 1;
@@ -242,29 +259,43 @@ typedef struct {
     int skip_existing;
     char (*ids)[CE_UUID_LEN + 1];
     unsigned long long *inserted;
+    unsigned char *exists; /* per task: its idempotency key is taken (the task is not inserted) */
 } batch_ctx;
 
 /* Rows [from, to) as one multi-row INSERT. */
 static int insert_chunk(ce_conn *c, batch_ctx *x, size_t from, size_t to,
                         unsigned long long *affected, ce_error *err)
 {
-    size_t n = to - from, rowlen = strlen(INSERT_ROW) + 1;
-    size_t len = strlen(INSERT_COLUMNS) + n * rowlen + strlen(ON_DUPLICATE_KEEP) + 1;
-    char *sql = malloc(len), *s;
-    ce_param *p = malloc(sizeof *p * n * INSERT_PARAMS);
-    int rc = -1, keep = x->skip_existing;
+    size_t n = to - from;
+    int timed = 0, keep = x->skip_existing;
+    const char *row;
+    char *sql = NULL, *s;
+    ce_param *p = NULL;
+    unsigned int np = 0;
+    int rc = -1;
+    for (size_t i = from; i < to; i++)
+        timed |= is_timed(&x->tasks[i]);
+    row = timed ? INSERT_ROW : INSERT_ROW_NOW;
+    sql = malloc(strlen(INSERT_COLUMNS) + n * (strlen(row) + 1) + strlen(ON_DUPLICATE_KEEP) + 1);
+    p = malloc(sizeof *p * n * INSERT_PARAMS);
     if (!sql || !p) {
         ce_error_set(err, CE_ENOMEM, "out of memory");
         goto done;
     }
-    s = sql + sprintf(sql, "%s", INSERT_COLUMNS);
-    for (size_t i = from; i < to; i++) {
-        s += sprintf(s, "%s%s", i > from ? "," : "", INSERT_ROW);
-        put_insert_params(p + (i - from) * INSERT_PARAMS, &x->tasks[i], x->ids[i], x->queue);
-        if (x->tasks[i].idempotency_key) keep = 1;
+    {
+        size_t head = strlen(INSERT_COLUMNS), rl = strlen(row);
+        memcpy(sql, INSERT_COLUMNS, head);
+        s = sql + head;
+        for (size_t i = from; i < to; i++) {
+            if (x->exists[i]) continue;
+            if (np) *s++ = ',';
+            memcpy(s, row, rl);
+            s += rl;
+            np += put_insert_params(p + np, &x->tasks[i], x->ids[i], x->queue, timed);
+        }
+        strcpy(s, keep ? ON_DUPLICATE_KEEP : "");
     }
-    if (keep) strcpy(s, ON_DUPLICATE_KEEP);
-    rc = ce_exec(c, sql, p, (unsigned int)(n * INSERT_PARAMS), NULL, affected, err);
+    rc = np ? ce_exec(c, sql, p, np, NULL, affected, err) : 0;
 done:
     free(sql);
     free(p);
@@ -286,6 +317,19 @@ static int batch_op(ce_conn *c, void *vctx, ce_error *err)
     int tx = first_end < x->n; /* one statement is atomic by itself */
     unsigned long long total = 0;
 
+    /* Tasks whose idempotency key is taken resolve to the first task's id and are not
+     * inserted; everything else must be new (a repeated id is an error, not a skip). */
+    for (size_t i = 0; i < x->n; i++) {
+        const ce_task_spec *t = &x->tasks[i];
+        int found = 0;
+        x->exists[i] = 0;
+        if (t->idempotency_key && !x->skip_existing) {
+            if (key_lookup(c, t->queue ? t->queue : x->queue, t->idempotency_key, x->ids[i],
+                           &found, err) < 0)
+                return -1;
+            x->exists[i] = (unsigned char)found;
+        }
+    }
     if (tx && ce_conn_begin(c, err) < 0) return -1;
     for (size_t from = 0; from < x->n;) {
         size_t to = chunk_end(x, from);
@@ -294,8 +338,8 @@ static int batch_op(ce_conn *c, void *vctx, ce_error *err)
         total += affected;
         from = to;
     }
-    /* Keys that were already used resolve to the first task's id. */
-    if (total < x->n) {
+    /* With skip_existing, keys that were already used resolve to the first task's id. */
+    if (x->skip_existing && total < x->n) {
         for (size_t i = 0; i < x->n; i++) {
             const ce_task_spec *t = &x->tasks[i];
             int found = 0;
@@ -314,15 +358,20 @@ int ce_enqueue_batch(ce_conn *c, const char *queue, const ce_task_spec *tasks, s
                      int skip_existing, char (*ids)[CE_UUID_LEN + 1], unsigned long long *inserted,
                      ce_error *err)
 {
-    batch_ctx x = {queue, tasks, n, skip_existing, ids, inserted};
+    batch_ctx x = {queue, tasks, n, skip_existing, ids, inserted, NULL};
+    int rc;
     *inserted = 0;
     if (n == 0) return 0;
+    x.exists = calloc(n, 1);
+    if (!x.exists) return ce_error_set(err, CE_ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
         if (tasks[i].id) snprintf(ids[i], CE_UUID_LEN + 1, "%s", tasks[i].id);
         else ce_uuid7(ids[i]);
     }
     /* Several chunks run in a transaction, which is safe to repeat until COMMIT is sent. */
-    return ce_conn_run(c, chunk_end(&x, 0) < n ? CE_REPEAT : CE_ONCE, batch_op, &x, err);
+    rc = ce_conn_run(c, chunk_end(&x, 0) < n ? CE_REPEAT : CE_ONCE, batch_op, &x, err);
+    free(x.exists);
+    return rc;
 }
 
 /* ---- claim -------------------------------------------------------------------------- */
@@ -386,12 +435,15 @@ int ce_claim(ce_conn *c, const char *queue, unsigned int n, const char *worker_i
 {
     claim_ctx x = {queue, n, worker_id, lease, out};
     memset(out, 0, sizeof *out);
-    /* Sweep expired leases now and then, so crashed workers' tasks come back. */
-    if (c->cfg.recover_interval >= 0 && ce_monotonic() - c->last_recover >= c->cfg.recover_interval) {
-        unsigned long long requeued, dead;
-        if (ce_recover_expired(c, queue, -1, &requeued, &dead, err) < 0) return -1;
-    }
+    if (ce_recover_if_due(c, queue, err) < 0) return -1;
     return ce_conn_run(c, CE_REPEAT, claim_op, &x, err);
+}
+
+int ce_recover_if_due(ce_conn *c, const char *queue, ce_error *err)
+{
+    unsigned long long requeued, dead;
+    if (ce_monotonic() - c->last_recover < c->cfg.recover_interval) return 0;
+    return ce_recover_expired(c, queue, -1, &requeued, &dead, err);
 }
 
 /* ---- settle ------------------------------------------------------------------------- */
@@ -701,8 +753,8 @@ static int recurring_op(ce_conn *c, void *vctx, ce_error *err)
     if (ce_exec(c, SQL_RECORD_RUN, p, 4, NULL, &affected, err) < 0) return -1;
     *x->created = affected > 0;
     if (*x->created) {
-        put_insert_params(p, x->t, x->id, x->queue);
-        if (ce_exec(c, INSERT_COLUMNS INSERT_ROW, p, INSERT_PARAMS, NULL, NULL, err) < 0) return -1;
+        unsigned int np = put_insert_params(p, x->t, x->id, x->queue, 1);
+        if (ce_exec(c, INSERT_COLUMNS INSERT_ROW, p, np, NULL, NULL, err) < 0) return -1;
     } else {
         int found = 0;
         if (one_string(c, SQL_RUN_TASK, p, 2, x->id, CE_UUID_LEN + 1, &found, err) < 0) return -1;

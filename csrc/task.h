@@ -81,6 +81,10 @@ int ce_cancel(ce_conn *c, const char *id, int *ok, ce_error *err);
 int ce_recover_expired(ce_conn *c, const char *queue, double older_than, unsigned long long *requeued,
                        unsigned long long *dead, ce_error *err);
 
+/* The sweep above, when recover_interval seconds have passed since the last one on c;
+ * claims call it so crashed workers' tasks come back without a separate job. */
+int ce_recover_if_due(ce_conn *c, const char *queue, ce_error *err);
+
 int ce_pause(ce_conn *c, const char *queue, ce_error *err);
 int ce_resume(ce_conn *c, const char *queue, ce_error *err);
 int ce_is_paused(ce_conn *c, const char *queue, int *paused, ce_error *err);

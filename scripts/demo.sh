@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# make demo: install what is missing, build, start the private MariaDB in .db/ (unless
+# CELERS_DSN names your own server), then run examples/demo.lua against it. The private server
+# keeps running afterwards so you can try bin/celers on it; `make db-stop` stops it.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+scripts/deps.sh
+make build
+if [ -z "${CELERS_DSN:-}" ]; then
+    scripts/db.sh start
+    CELERS_DSN=$(scripts/db.sh dsn)
+fi
+export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;"
+export LUA_CPATH="$ROOT/build/lua5.4/?.so;;"
+lua5.4 examples/demo.lua "$CELERS_DSN"
+echo
+echo "The demo database is still running: export CELERS_DSN='$CELERS_DSN'"
+echo "then try: bin/celers stats, bin/celers tasks list, bin/celers dlq list. Stop it with: make db-stop"
