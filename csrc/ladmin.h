@@ -1,0 +1,22 @@
+/* Shared plumbing of the admin binding files (ladmin.c, lupkeep.c). */
+#ifndef CELERS_LADMIN_H
+#define CELERS_LADMIN_H
+
+#include "compat.h"
+#include "errors.h"
+#include "statement.h"
+
+/* Set field key of the table on top from a cell (nothing for SQL NULL). */
+void ladmin_set_string(lua_State *L, const ce_value *v, const char *key);
+void ladmin_set_number(lua_State *L, const ce_value *v, const char *key);
+void ladmin_set_integer(lua_State *L, const ce_value *v, const char *key);
+void ladmin_set_count(lua_State *L, long long n, const char *key);
+/* Push n, or nil and the error when rc < 0. */
+int ladmin_push_count(lua_State *L, int rc, unsigned long long n, const ce_error *err);
+/* A string argument that must not be empty. */
+const char *ladmin_check_name(lua_State *L, int idx, const char *fn, const char *arg);
+
+/* Health and upkeep methods (lupkeep.c) into the methods table on top of the stack. */
+void lupkeep_register(lua_State *L);
+
+#endif
