@@ -25,10 +25,10 @@ int ce_read(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, ce_r
     return ce_conn_run(c, CE_REPEAT, stmt_op, &x, err);
 }
 
-int ce_read_count(ce_conn *c, const char *sql, const ce_param *p, unsigned int n,
-                  long long *out, ce_error *err)
+int ce_read_count(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, long long *out,
+                  ce_error *err)
 {
-    ce_rows rows;
+    ce_rows rows = {0};
     if (ce_read(c, sql, p, n, &rows, err) < 0) return -1;
     *out = rows.nrows ? ce_cell_int(&rows, 0, 0, 0) : 0;
     ce_rows_free(&rows);

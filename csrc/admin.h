@@ -25,8 +25,8 @@
 int ce_read(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, ce_rows *out,
             ce_error *err);
 /* One count (first cell of the first row, 0 when none). */
-int ce_read_count(ce_conn *c, const char *sql, const ce_param *p, unsigned int n,
-                  long long *out, ce_error *err);
+int ce_read_count(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, long long *out,
+                  ce_error *err);
 /* A single write that may have landed when the link drops: never repeated. */
 int ce_write(ce_conn *c, const char *sql, const ce_param *p, unsigned int n,
              unsigned long long *affected, ce_error *err);
@@ -73,30 +73,38 @@ int ce_set_error_message(ce_conn *c, const char *queue, const char *id, const ch
 /* ---- results (results.c) ------------------------------------------------------------ */
 
 typedef struct ce_result_spec {
-    const char *task_name;   /* NULL: "" */
-    const char *status;      /* "success", "failure" or "pending" */
-    const char *result;      /* NULL: SQL NULL */
+    const char *task_name; /* NULL: "" */
+    const char *status;    /* "success", "failure" or "pending" */
+    const char *result;    /* NULL: SQL NULL */
     unsigned long result_len;
     const char *result_type; /* "raw" or "json" */
     const char *error;
     int has_ttl;
-    double ttl;              /* seconds from now until the result expires */
+    double ttl; /* seconds from now until the result expires */
 } ce_result_spec;
 
 /* Columns of result rows. */
 enum ce_result_col {
-    CE_R_TASK_ID, CE_R_TASK_NAME, CE_R_STATUS, CE_R_RESULT, CE_R_RESULT_TYPE, CE_R_ERROR,
-    CE_R_CREATED_AT, CE_R_COMPLETED_AT, CE_R_EXPIRES_AT, CE_R_QUEUE, CE_R_ID, CE_R_NCOLS
+    CE_R_TASK_ID,
+    CE_R_TASK_NAME,
+    CE_R_STATUS,
+    CE_R_RESULT,
+    CE_R_RESULT_TYPE,
+    CE_R_ERROR,
+    CE_R_CREATED_AT,
+    CE_R_COMPLETED_AT,
+    CE_R_EXPIRES_AT,
+    CE_R_QUEUE,
+    CE_R_ID,
+    CE_R_NCOLS
 };
 
 /* Insert or replace the result of task_id (completed_at is set unless status is pending). */
 int ce_store_result(ce_conn *c, const char *queue, const char *task_id, const ce_result_spec *r,
                     ce_error *err);
 /* The unexpired result of task_id in queue: zero or one row (enum ce_result_col). */
-int ce_get_result(ce_conn *c, const char *queue, const char *task_id, ce_rows *out,
-                  ce_error *err);
-int ce_delete_result(ce_conn *c, const char *queue, const char *task_id, int *found,
-                     ce_error *err);
+int ce_get_result(ce_conn *c, const char *queue, const char *task_id, ce_rows *out, ce_error *err);
+int ce_delete_result(ce_conn *c, const char *queue, const char *task_id, int *found, ce_error *err);
 /* Delete the queue's results completed more than older_than seconds ago, and expired ones. */
 int ce_archive_results(ce_conn *c, const char *queue, double older_than,
                        unsigned long long *deleted, ce_error *err);
@@ -104,9 +112,20 @@ int ce_archive_results(ce_conn *c, const char *queue, double older_than,
 /* ---- dead-letter queue (dlq.c) ------------------------------------------------------ */
 
 enum ce_dlq_col {
-    CE_D_ID, CE_D_TASK_ID, CE_D_NAME, CE_D_PAYLOAD, CE_D_PAYLOAD_TYPE, CE_D_RETRY_COUNT,
-    CE_D_MAX_RETRIES, CE_D_PRIORITY, CE_D_QUEUE, CE_D_ERROR, CE_D_FAILED_AT, CE_D_CREATED_AT,
-    CE_D_METADATA, CE_D_NCOLS
+    CE_D_ID,
+    CE_D_TASK_ID,
+    CE_D_NAME,
+    CE_D_PAYLOAD,
+    CE_D_PAYLOAD_TYPE,
+    CE_D_RETRY_COUNT,
+    CE_D_MAX_RETRIES,
+    CE_D_PRIORITY,
+    CE_D_QUEUE,
+    CE_D_ERROR,
+    CE_D_FAILED_AT,
+    CE_D_CREATED_AT,
+    CE_D_METADATA,
+    CE_D_NCOLS
 };
 
 /* DLQ rows of queue, oldest failure first (failed_at, id). */
@@ -141,8 +160,8 @@ int ce_archive_completed(ce_conn *c, const char *queue, double older_than,
 /* Every task of every queue, the whole DLQ and every result. */
 int ce_purge_all(ce_conn *c, unsigned long long *tasks, unsigned long long *dlq,
                  unsigned long long *results, ce_error *err);
-int ce_purge_state(ce_conn *c, const char *queue, const char *state,
-                   unsigned long long *deleted, ce_error *err);
+int ce_purge_state(ce_conn *c, const char *queue, const char *state, unsigned long long *deleted,
+                   ce_error *err);
 int ce_purge_task_name(ce_conn *c, const char *queue, const char *task_name,
                        unsigned long long *deleted, ce_error *err);
 

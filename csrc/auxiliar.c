@@ -57,7 +57,7 @@ void aux_check_options(lua_State *L, int idx, const char *fn, const char *const 
         if (lua_type(L, -1) == LUA_TSTRING) {
             const char *key = lua_tostring(L, -1);
             for (int i = 0; allowed[i]; i++)
-                if (!strcmp(allowed[i], key)) ok = 1;
+                if (strcmp(allowed[i], key) == 0) ok = 1;
             if (!ok) luaL_error(L, "celers: %s: unknown option '%s'", fn, key);
         } else {
             luaL_error(L, "celers: %s: option names must be strings", fn);
@@ -78,8 +78,8 @@ const char *aux_field_string(lua_State *L, int idx, const char *key, const char 
     return s;
 }
 
-lua_Number aux_field_number(lua_State *L, int idx, const char *key, const char *fn,
-                            lua_Number dflt, int *present)
+lua_Number aux_field_number(lua_State *L, int idx, const char *key, const char *fn, lua_Number dflt,
+                            int *present)
 {
     lua_Number n = dflt;
     lua_getfield(L, idx, key);
@@ -92,8 +92,7 @@ lua_Number aux_field_number(lua_State *L, int idx, const char *key, const char *
     return n;
 }
 
-long long aux_field_integer(lua_State *L, int idx, const char *key, const char *fn,
-                            long long dflt)
+long long aux_field_integer(lua_State *L, int idx, const char *key, const char *fn, long long dflt)
 {
     long long n = dflt;
     lua_getfield(L, idx, key);

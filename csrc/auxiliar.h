@@ -23,10 +23,9 @@ void aux_check_options(lua_State *L, int idx, const char *fn, const char *const 
 /* Option fields of the table at idx (absent or nil -> the default). */
 const char *aux_field_string(lua_State *L, int idx, const char *key, const char *fn,
                              const char *dflt);
-lua_Number aux_field_number(lua_State *L, int idx, const char *key, const char *fn,
-                            lua_Number dflt, int *present);
-long long aux_field_integer(lua_State *L, int idx, const char *key, const char *fn,
-                            long long dflt);
+lua_Number aux_field_number(lua_State *L, int idx, const char *key, const char *fn, lua_Number dflt,
+                            int *present);
+long long aux_field_integer(lua_State *L, int idx, const char *key, const char *fn, long long dflt);
 int aux_field_bool(lua_State *L, int idx, const char *key, const char *fn, int dflt);
 
 /* Push nil and an error table; returns 2. */

@@ -20,9 +20,11 @@ void ce_config_init(ce_config *cfg)
     cfg->ssl_verify = 1;
 }
 
-#define STRING_FIELDS(X)                                                                           \
-    X(host) X(user) X(password) X(database) X(socket) X(queue) X(ssl_ca) X(ssl_capath)           \
-        X(ssl_cert) X(ssl_key) X(ssl_cipher)
+// clang-format off
+#define STRING_FIELDS(X) \
+    X(host) X(user) X(password) X(database) X(socket) X(queue) \
+    X(ssl_ca) X(ssl_capath) X(ssl_cert) X(ssl_key) X(ssl_cipher)
+// clang-format on
 
 void ce_config_free(ce_config *cfg)
 {
@@ -87,11 +89,11 @@ static int parse_num(const char *key, const char *value, double *out, ce_error *
 
 static int parse_bool(const char *key, const char *value, int *out, ce_error *err)
 {
-    if (!strcmp(value, "1") || !strcmp(value, "true") || !strcmp(value, "yes")) {
+    if (strcmp(value, "1") == 0 || strcmp(value, "true") == 0 || strcmp(value, "yes") == 0) {
         *out = 1;
         return 0;
     }
-    if (!strcmp(value, "0") || !strcmp(value, "false") || !strcmp(value, "no")) {
+    if (strcmp(value, "0") == 0 || strcmp(value, "false") == 0 || strcmp(value, "no") == 0) {
         *out = 0;
         return 0;
     }
@@ -99,45 +101,68 @@ static int parse_bool(const char *key, const char *value, int *out, ce_error *er
 }
 
 static const char *const known_keys[] = {
-    "host", "user", "password", "database", "socket", "queue", "port", "connect_timeout",
-    "read_timeout", "write_timeout", "lease", "retry_base", "retry_factor", "retry_max",
-    "reconnect_tries", "reconnect_backoff", "recover_interval", "ssl", "ssl_verify", "ssl_ca",
-    "ssl_capath", "ssl_cert", "ssl_key", "ssl_cipher", NULL,
+    "host",
+    "user",
+    "password",
+    "database",
+    "socket",
+    "queue",
+    "port",
+    "connect_timeout",
+    "read_timeout",
+    "write_timeout",
+    "lease",
+    "retry_base",
+    "retry_factor",
+    "retry_max",
+    "reconnect_tries",
+    "reconnect_backoff",
+    "recover_interval",
+    "ssl",
+    "ssl_verify",
+    "ssl_ca",
+    "ssl_capath",
+    "ssl_cert",
+    "ssl_key",
+    "ssl_cipher",
+    NULL,
 };
 
 int ce_config_known(const char *key)
 {
     for (int i = 0; known_keys[i]; i++)
-        if (!strcmp(known_keys[i], key)) return 1;
+        if (strcmp(known_keys[i], key) == 0) return 1;
     return 0;
 }
 
 int ce_config_set(ce_config *cfg, const char *key, const char *value, ce_error *err)
 {
 #define SET_STRING(f)                                                                              \
-    if (!strcmp(key, #f)) return dup_into(&cfg->f, value, err);
+    if (strcmp(key, #f) == 0) return dup_into(&cfg->f, value, err);
     STRING_FIELDS(SET_STRING)
 #undef SET_STRING
-    if (!strcmp(key, "port")) {
+    if (strcmp(key, "port") == 0) {
         if (parse_uint(key, value, &cfg->port, err) < 0) return -1;
         if (cfg->port == 0 || cfg->port > 65535)
             return ce_error_set(err, CE_EINVALID, "option 'port' must be within 1..65535");
         return 0;
     }
-    if (!strcmp(key, "connect_timeout")) return parse_uint(key, value, &cfg->connect_timeout, err);
-    if (!strcmp(key, "read_timeout")) return parse_uint(key, value, &cfg->read_timeout, err);
-    if (!strcmp(key, "write_timeout")) return parse_uint(key, value, &cfg->write_timeout, err);
-    if (!strcmp(key, "reconnect_tries")) return parse_uint(key, value, &cfg->reconnect_tries, err);
-    if (!strcmp(key, "lease")) return parse_num(key, value, &cfg->lease, err);
-    if (!strcmp(key, "retry_base")) return parse_num(key, value, &cfg->retry_base, err);
-    if (!strcmp(key, "retry_factor")) return parse_num(key, value, &cfg->retry_factor, err);
-    if (!strcmp(key, "retry_max")) return parse_num(key, value, &cfg->retry_max, err);
-    if (!strcmp(key, "reconnect_backoff"))
+    if (strcmp(key, "connect_timeout") == 0)
+        return parse_uint(key, value, &cfg->connect_timeout, err);
+    if (strcmp(key, "read_timeout") == 0) return parse_uint(key, value, &cfg->read_timeout, err);
+    if (strcmp(key, "write_timeout") == 0) return parse_uint(key, value, &cfg->write_timeout, err);
+    if (strcmp(key, "reconnect_tries") == 0)
+        return parse_uint(key, value, &cfg->reconnect_tries, err);
+    if (strcmp(key, "lease") == 0) return parse_num(key, value, &cfg->lease, err);
+    if (strcmp(key, "retry_base") == 0) return parse_num(key, value, &cfg->retry_base, err);
+    if (strcmp(key, "retry_factor") == 0) return parse_num(key, value, &cfg->retry_factor, err);
+    if (strcmp(key, "retry_max") == 0) return parse_num(key, value, &cfg->retry_max, err);
+    if (strcmp(key, "reconnect_backoff") == 0)
         return parse_num(key, value, &cfg->reconnect_backoff, err);
-    if (!strcmp(key, "recover_interval"))
+    if (strcmp(key, "recover_interval") == 0)
         return parse_num(key, value, &cfg->recover_interval, err);
-    if (!strcmp(key, "ssl")) return parse_bool(key, value, &cfg->ssl, err);
-    if (!strcmp(key, "ssl_verify")) return parse_bool(key, value, &cfg->ssl_verify, err);
+    if (strcmp(key, "ssl") == 0) return parse_bool(key, value, &cfg->ssl, err);
+    if (strcmp(key, "ssl_verify") == 0) return parse_bool(key, value, &cfg->ssl_verify, err);
     return ce_error_set(err, CE_EINVALID, "unknown option '%s'", key);
 }
 
@@ -187,7 +212,7 @@ static int set_decoded(ce_config *cfg, const char *key, const char *s, size_t n,
 int ce_config_parse_dsn(ce_config *cfg, const char *dsn, ce_error *err)
 {
     const char *p, *end, *at, *slash, *q, *colon;
-    if (strncmp(dsn, "mysql://", 8) && strncmp(dsn, "mariadb://", 10))
+    if (strncmp(dsn, "mysql://", 8) != 0 && strncmp(dsn, "mariadb://", 10) != 0)
         return ce_error_set(err, CE_EINVALID, "DSN must start with mysql:// or mariadb://");
     p = strchr(dsn, ':') + 3;
     end = p + strlen(p);
@@ -233,11 +258,11 @@ int ce_config_parse_dsn(ce_config *cfg, const char *dsn, ce_error *err)
         key = decode(p, (size_t)(eq - p));
         if (!key) return ce_error_set(err, CE_ENOMEM, "out of memory");
         /* "db" is accepted as an alias of "database"; "password" is not allowed here */
-        if (!strcmp(key, "password")) {
+        if (strcmp(key, "password") == 0) {
             free(key);
             return ce_error_set(err, CE_EINVALID, "put the password before '@' in the DSN");
         }
-        rc = set_decoded(cfg, !strcmp(key, "db") ? "database" : key, eq + 1,
+        rc = set_decoded(cfg, strcmp(key, "db") == 0 ? "database" : key, eq + 1,
                          (size_t)(amp - eq - 1), err);
         free(key);
         if (rc < 0) return -1;

@@ -9,13 +9,13 @@ typedef struct ce_config {
     char *host, *user, *password, *database, *socket, *queue;
     unsigned int port;
     unsigned int connect_timeout, read_timeout, write_timeout; /* seconds, 0 = library default */
-    double lease;                                /* default lease of a claim, seconds */
-    double retry_base, retry_factor, retry_max;  /* default backoff of reject/retry */
-    unsigned int reconnect_tries;                /* attempts after a lost connection */
-    double reconnect_backoff;                    /* first pause between attempts, seconds */
-    double recover_interval;                     /* min seconds between lease sweeps on dequeue */
-    int ssl;                                     /* 1 = require TLS */
-    int ssl_verify;                              /* 1 = verify the server certificate */
+    double lease;                               /* default lease of a claim, seconds */
+    double retry_base, retry_factor, retry_max; /* default backoff of reject/retry */
+    unsigned int reconnect_tries;               /* attempts after a lost connection */
+    double reconnect_backoff;                   /* first pause between attempts, seconds */
+    double recover_interval;                    /* min seconds between lease sweeps on dequeue */
+    int ssl;                                    /* 1 = require TLS */
+    int ssl_verify;                             /* 1 = verify the server certificate */
     char *ssl_ca, *ssl_capath, *ssl_cert, *ssl_key, *ssl_cipher;
 } ce_config;
 

@@ -132,7 +132,7 @@ MYSQL_STMT *ce_conn_prepare(ce_conn *c, const char *sql, ce_error *err)
     size_t len = strlen(sql);
     c->tick++;
     for (int i = 0; i < CE_STMT_CACHE; i++) {
-        if (c->cache[i].sql && c->cache[i].len == len && !memcmp(c->cache[i].sql, sql, len)) {
+        if (c->cache[i].sql && c->cache[i].len == len && memcmp(c->cache[i].sql, sql, len) == 0) {
             c->cache[i].used = c->tick;
             return c->cache[i].stmt;
         }
@@ -184,7 +184,8 @@ int ce_conn_query(ce_conn *c, const char *sql, ce_error *err)
     if (mysql_real_query(c->mysql, sql, (unsigned long)strlen(sql)))
         return ce_error_from_mysql(err, c->mysql);
     res = mysql_store_result(c->mysql);
-    if (res) mysql_free_result(res);
+    if (res)
+        mysql_free_result(res);
     else if (mysql_field_count(c->mysql))
         return ce_error_from_mysql(err, c->mysql);
     return 0;

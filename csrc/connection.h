@@ -11,22 +11,22 @@
 #define CE_STMT_CACHE 64
 
 typedef struct ce_cached_stmt {
-    char *sql;         /* owned copy of the statement text, the cache key */
-    size_t len;        /* strlen(sql) */
-    MYSQL_STMT *stmt;  /* owned */
+    char *sql;          /* owned copy of the statement text, the cache key */
+    size_t len;         /* strlen(sql) */
+    MYSQL_STMT *stmt;   /* owned */
     unsigned long used; /* tick of last use, for eviction */
 } ce_cached_stmt;
 
 typedef struct ce_conn {
-    MYSQL *mysql; /* owned; NULL while disconnected */
+    MYSQL *mysql;  /* owned; NULL while disconnected */
     ce_config cfg; /* owned copy */
     ce_cached_stmt cache[CE_STMT_CACHE];
     unsigned long tick;
-    int in_tx;          /* a transaction we began is open */
-    int broken;         /* the link is known dead: reconnect before the next statement */
-    int committing;     /* a COMMIT was sent and has not been answered */
+    int in_tx;                /* a transaction we began is open */
+    int broken;               /* the link is known dead: reconnect before the next statement */
+    int committing;           /* a COMMIT was sent and has not been answered */
     unsigned long reconnects; /* how many times the link was re-established */
-    double last_recover; /* monotonic seconds of the last lease sweep (see task.c) */
+    double last_recover;      /* monotonic seconds of the last lease sweep (see task.c) */
 } ce_conn;
 
 /* Connect with cfg (copied). Returns NULL and fills err on failure. */

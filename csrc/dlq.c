@@ -39,7 +39,7 @@ static int requeue_op(ce_conn *c, void *vctx, ce_error *err)
     requeue_ctx *x = vctx;
     ce_param p[2] = {ce_pstr(x->dlq_id), ce_pstr(x->queue)};
     ce_param ins[2] = {ce_pstr(x->task_id), ce_pstr(x->dlq_id)};
-    ce_rows held;
+    ce_rows held = {0};
     if (ce_conn_begin(c, err) < 0) return -1;
     if (ce_exec(c, SQL_LOCK, p, 2, &held, NULL, err) < 0) return -1;
     x->found = held.nrows > 0;

@@ -5,10 +5,18 @@
 #include <string.h>
 
 static const char *const code_names[] = {
-    [CE_OK] = "ok",           [CE_ECONNECT] = "connect",     [CE_ELOST] = "lost",
-    [CE_ETIMEOUT] = "timeout", [CE_EDUPLICATE] = "duplicate", [CE_ENOTFOUND] = "not_found",
-    [CE_ETOOLARGE] = "too_large", [CE_EDEADLOCK] = "deadlock", [CE_ELOCKWAIT] = "lock_timeout",
-    [CE_EJSON] = "json",      [CE_EINVALID] = "invalid",     [CE_ENOMEM] = "nomem",
+    [CE_OK] = "ok",
+    [CE_ECONNECT] = "connect",
+    [CE_ELOST] = "lost",
+    [CE_ETIMEOUT] = "timeout",
+    [CE_EDUPLICATE] = "duplicate",
+    [CE_ENOTFOUND] = "not_found",
+    [CE_ETOOLARGE] = "too_large",
+    [CE_EDEADLOCK] = "deadlock",
+    [CE_ELOCKWAIT] = "lock_timeout",
+    [CE_EJSON] = "json",
+    [CE_EINVALID] = "invalid",
+    [CE_ENOMEM] = "nomem",
     [CE_ESQL] = "sql",
 };
 
@@ -48,6 +56,7 @@ int ce_error_set(ce_error *err, ce_code code, const char *fmt, ...)
     err->errnum = 0;
     memcpy(err->sqlstate, "HY000", 6);
     va_start(ap, fmt);
+    /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start is just above */
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
     return -1;
@@ -101,8 +110,7 @@ int ce_error_from_parts(ce_error *err, unsigned int errnum, const char *sqlstate
     snprintf(err->sqlstate, sizeof err->sqlstate, "%s", sqlstate ? sqlstate : "HY000");
     snprintf(err->message, sizeof err->message, "%s", msg && *msg ? msg : "unknown error");
     /* A read timeout surfaces as "lost connection"; say timeout when the message does. */
-    if (err->code == CE_ELOST && strstr(err->message, "timeout"))
-        err->code = CE_ETIMEOUT;
+    if (err->code == CE_ELOST && strstr(err->message, "timeout")) err->code = CE_ETIMEOUT;
     return -1;
 }
 

@@ -8,18 +8,18 @@
 
 typedef enum {
     CE_OK = 0,
-    CE_ECONNECT,      /* could not (re)connect */
-    CE_ELOST,         /* connection lost; the statement may or may not have run */
-    CE_ETIMEOUT,      /* read/write/statement timeout */
-    CE_EDUPLICATE,    /* unique key violation */
-    CE_ENOTFOUND,     /* the row asked for does not exist */
-    CE_ETOOLARGE,     /* packet or value over the server's limit */
-    CE_EDEADLOCK,     /* deadlock (1213): retrying the transaction is safe */
-    CE_ELOCKWAIT,     /* lock wait timeout (1205) */
-    CE_EJSON,         /* invalid JSON */
-    CE_EINVALID,      /* bad input caught before reaching the server */
-    CE_ENOMEM,        /* allocation failed */
-    CE_ESQL           /* any other server error */
+    CE_ECONNECT,   /* could not (re)connect */
+    CE_ELOST,      /* connection lost; the statement may or may not have run */
+    CE_ETIMEOUT,   /* read/write/statement timeout */
+    CE_EDUPLICATE, /* unique key violation */
+    CE_ENOTFOUND,  /* the row asked for does not exist */
+    CE_ETOOLARGE,  /* packet or value over the server's limit */
+    CE_EDEADLOCK,  /* deadlock (1213): retrying the transaction is safe */
+    CE_ELOCKWAIT,  /* lock wait timeout (1205) */
+    CE_EJSON,      /* invalid JSON */
+    CE_EINVALID,   /* bad input caught before reaching the server */
+    CE_ENOMEM,     /* allocation failed */
+    CE_ESQL        /* any other server error */
 } ce_code;
 
 typedef struct ce_error {

@@ -29,8 +29,9 @@ static int handoff_op(ce_conn *c, void *vctx, ce_error *err)
     if (ce_exec(c, SQL_ACK_AND_CLAIM, p, 6, r, NULL, err) < 0) return -1;
     if (r->nrows != 1 || r->ncols != CE_T_NCOLS + 1) {
         ce_rows_free(r);
-        return ce_error_set(err, CE_ESQL, "celers_ack_and_claim returned an unexpected result; "
-                                          "run broker:migrate()");
+        return ce_error_set(err, CE_ESQL,
+                            "celers_ack_and_claim returned an unexpected result; "
+                            "run broker:migrate()");
     }
     *x->acked = ce_cell_int(r, 0, CE_T_NCOLS, 0) > 0;
     if (!CE_CELL(r, 0, CE_T_ID)->data) r->nrows = 0; /* nothing was ready */

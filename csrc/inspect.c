@@ -63,27 +63,32 @@ int ce_list_tasks(ce_conn *c, const char *queue, const char *state, const char *
 int ce_get_statistics(ce_conn *c, const char *queue, ce_stats *s, ce_error *err)
 {
     ce_param p[3] = {ce_pstr(queue), ce_pstr(queue), ce_pstr(queue)};
-    ce_rows rows;
+    ce_rows rows = {0};
     memset(s, 0, sizeof *s);
     if (ce_read(c, SQL_STATS, p, 3, &rows, err) < 0) return -1;
     for (unsigned int i = 0; i < rows.nrows; i++) {
         const char *k = CE_CELL(&rows, i, 0)->data;
         long long v = ce_cell_int(&rows, i, 1, 0);
         if (!k) continue;
-        if (!strcmp(k, "#scheduled")) {
+        if (strcmp(k, "#scheduled") == 0) {
             s->scheduled = v;
             continue;
         }
-        if (!strcmp(k, "#dlq")) {
+        if (strcmp(k, "#dlq") == 0) {
             s->dlq = v;
             continue;
         }
         s->total += v; /* states written by others count in total only */
-        if (!strcmp(k, "pending")) s->pending = v;
-        else if (!strcmp(k, "processing")) s->processing = v;
-        else if (!strcmp(k, "completed")) s->completed = v;
-        else if (!strcmp(k, "failed")) s->failed = v;
-        else if (!strcmp(k, "cancelled")) s->cancelled = v;
+        if (strcmp(k, "pending") == 0)
+            s->pending = v;
+        else if (strcmp(k, "processing") == 0)
+            s->processing = v;
+        else if (strcmp(k, "completed") == 0)
+            s->completed = v;
+        else if (strcmp(k, "failed") == 0)
+            s->failed = v;
+        else if (strcmp(k, "cancelled") == 0)
+            s->cancelled = v;
     }
     ce_rows_free(&rows);
     return 0;

@@ -98,7 +98,7 @@ static int list_tasks(lua_State *L)
     const char *fn = "list_tasks", *state = NULL, *after = NULL;
     lbroker *b = lbroker_check(L, fn);
     long long limit, offset;
-    ce_rows rows;
+    ce_rows rows = {0};
     ce_error err;
     int rc;
     read_page(L, 2, fn, opts, &limit, &offset);
@@ -115,8 +115,7 @@ static int get_statistics(lua_State *L)
     lbroker *b = lbroker_check(L, "get_statistics");
     ce_stats s;
     ce_error err;
-    if (ce_get_statistics(b->shared->conn, b->queue, &s, &err) < 0)
-        return aux_push_error(L, &err);
+    if (ce_get_statistics(b->shared->conn, b->queue, &s, &err) < 0) return aux_push_error(L, &err);
     lua_createtable(L, 0, 8);
     ladmin_set_count(L, s.pending, "pending");
     ladmin_set_count(L, s.processing, "processing");
@@ -134,7 +133,7 @@ static int count_by_task_name(lua_State *L)
     const char *fn = "count_by_task_name";
     lbroker *b = lbroker_check(L, fn);
     const char *state = aux_opt_string(L, 2, fn, "state");
-    ce_rows rows;
+    ce_rows rows = {0};
     ce_error err;
     if (ce_count_by_task_name(b->shared->conn, b->queue, state, &rows, &err) < 0)
         return aux_push_error(L, &err);
@@ -152,7 +151,7 @@ static int list_scheduled_tasks(lua_State *L)
     const char *fn = "list_scheduled_tasks";
     lbroker *b = lbroker_check(L, fn);
     long long limit, offset;
-    ce_rows rows;
+    ce_rows rows = {0};
     ce_error err;
     int rc;
     read_page(L, 2, fn, PAGE_OPTIONS, &limit, &offset);
@@ -174,7 +173,7 @@ static int get_processing_tasks(lua_State *L)
     const char *fn = "get_processing_tasks";
     lbroker *b = lbroker_check(L, fn);
     long long limit, offset;
-    ce_rows rows;
+    ce_rows rows = {0};
     ce_error err;
     int rc;
     read_page(L, 2, fn, PAGE_OPTIONS, &limit, &offset);
@@ -187,7 +186,7 @@ static int get_tasks_by_worker(lua_State *L)
     const char *fn = "get_tasks_by_worker";
     lbroker *b = lbroker_check(L, fn);
     const char *worker = aux_check_string(L, 2, fn, "worker_id", NULL);
-    ce_rows rows;
+    ce_rows rows = {0};
     ce_error err;
     int rc = ce_tasks_by_worker(b->shared->conn, b->queue, worker, &rows, &err);
     return push_tasks(L, rc, &rows, &err);
@@ -235,7 +234,8 @@ static int store_result(lua_State *L)
     aux_check_options(L, 3, fn, opts);
     r.task_name = aux_field_string(L, 3, "task_name", fn, "");
     r.status = aux_field_string(L, 3, "status", fn, "success");
-    if (strcmp(r.status, "success") && strcmp(r.status, "failure") && strcmp(r.status, "pending"))
+    if (strcmp(r.status, "success") != 0 && strcmp(r.status, "failure") != 0 &&
+        strcmp(r.status, "pending") != 0)
         luaL_error(L, "celers: %s: 'status' must be \"success\", \"failure\" or \"pending\"", fn);
     r.error = aux_field_string(L, 3, "error", fn, NULL);
     r.ttl = aux_field_number(L, 3, "ttl", fn, 0, &r.has_ttl);
@@ -263,7 +263,7 @@ static int get_result(lua_State *L)
     const char *fn = "get_result";
     lbroker *b = lbroker_check(L, fn);
     const char *task_id = aux_check_string(L, 2, fn, "task_id", NULL);
-    ce_rows rows;
+    ce_rows rows = {0};
     ce_error err;
     const ce_value *res, *type;
     if (ce_get_result(b->shared->conn, b->queue, task_id, &rows, &err) < 0)
@@ -280,8 +280,10 @@ static int get_result(lua_State *L)
     ladmin_set_string(L, CE_CELL(&rows, 0, CE_R_TASK_NAME), "task_name");
     ladmin_set_string(L, CE_CELL(&rows, 0, CE_R_STATUS), "status");
     if (res->data) {
-        if (type->data && !strcmp(type->data, "json")) lbroker_push_decoded(L, res->data, res->len);
-        else lua_pushlstring(L, res->data, res->len);
+        if (type->data && strcmp(type->data, "json") == 0)
+            lbroker_push_decoded(L, res->data, res->len);
+        else
+            lua_pushlstring(L, res->data, res->len);
         lua_setfield(L, -2, "result");
     }
     ladmin_set_string(L, res, "body");
@@ -331,8 +333,10 @@ static void push_dlq_row(lua_State *L, const ce_rows *rows, unsigned int r)
     ladmin_set_string(L, CE_CELL(rows, r, CE_D_NAME), "name");
     lua_pushlstring(L, body->data ? body->data : "", body->len);
     lua_setfield(L, -2, "body");
-    if (type->data && !strcmp(type->data, "json")) lbroker_push_decoded(L, body->data, body->len);
-    else lua_pushlstring(L, body->data ? body->data : "", body->len);
+    if (type->data && strcmp(type->data, "json") == 0)
+        lbroker_push_decoded(L, body->data, body->len);
+    else
+        lua_pushlstring(L, body->data ? body->data : "", body->len);
     lua_setfield(L, -2, "payload");
     ladmin_set_string(L, type, "payload_type");
     ladmin_set_integer(L, CE_CELL(rows, r, CE_D_RETRY_COUNT), "retry_count");
@@ -353,7 +357,7 @@ static int list_dlq(lua_State *L)
     const char *fn = "list_dlq";
     lbroker *b = lbroker_check(L, fn);
     long long limit, offset;
-    ce_rows rows;
+    ce_rows rows = {0};
     ce_error err;
     read_page(L, 2, fn, PAGE_OPTIONS, &limit, &offset);
     if (ce_list_dlq(b->shared->conn, b->queue, limit, offset, &rows, &err) < 0)

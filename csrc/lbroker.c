@@ -13,7 +13,6 @@
 #define JSON_ENCODE_KEY "celers.json_encode"
 #define JSON_DECODE_KEY "celers.json_decode"
 
-
 /* ---- userdata plumbing -------------------------------------------------------------- */
 
 static char *dup_or_raise(lua_State *L, const char *s)
@@ -40,7 +39,8 @@ lbroker *lbroker_push(lua_State *L, shared_conn *shared, const char *queue, cons
 static lbroker *to_broker(lua_State *L, const char *fn)
 {
     lbroker *b = luaL_testudata(L, 1, BROKER_MT);
-    if (!b) luaL_error(L, "celers: %s: 'self' must be a broker (call it as broker:%s(...))", fn, fn);
+    if (!b)
+        luaL_error(L, "celers: %s: 'self' must be a broker (call it as broker:%s(...))", fn, fn);
     return b;
 }
 
@@ -112,7 +112,7 @@ static void count_by_type(lua_State *L, const char *name, lua_Number n)
 static lua_Number count_run(const ce_task_spec *specs, size_t n, size_t i)
 {
     size_t j = i + 1;
-    while (j < n && !strcmp(specs[j].name, specs[i].name))
+    while (j < n && specs[j].name && specs[i].name && strcmp(specs[j].name, specs[i].name) == 0)
         j++;
     return (lua_Number)(j - i);
 }
@@ -120,8 +120,7 @@ static lua_Number count_run(const ce_task_spec *specs, size_t n, size_t i)
 /* ---- JSON through the functions init.lua registers (lua-cjson) ---------------------- */
 
 /* Encode the table at idx; the JSON string is pushed (the caller keeps it anchored). */
-static const char *encode_json(lua_State *L, int idx, const char *fn, const char *arg,
-                               size_t *len)
+static const char *encode_json(lua_State *L, int idx, const char *fn, const char *arg, size_t *len)
 {
     idx = lua_absindex(L, idx);
     lua_getfield(L, LUA_REGISTRYINDEX, JSON_ENCODE_KEY);
@@ -147,8 +146,7 @@ static void push_decoded(lua_State *L, const char *s, size_t len)
     }
 }
 
-const char *lbroker_encode_json(lua_State *L, int idx, const char *fn, const char *arg,
-                                size_t *len)
+const char *lbroker_encode_json(lua_State *L, int idx, const char *fn, const char *arg, size_t *len)
 {
     return encode_json(L, idx, fn, arg, len);
 }
@@ -204,8 +202,9 @@ static void read_task_table(lua_State *L, int idx, const char *fn, ce_task_spec 
         if (lua_type(L, -2) != LUA_TSTRING)
             luaL_error(L, "celers: %s: option names must be strings", fn);
         k = lua_tostring(L, -2);
-        if (item && !strcmp(k, "name")) t->name = string_value(L, fn, k);
-        else if (item && !strcmp(k, "payload")) {
+        if (item && strcmp(k, "name") == 0)
+            t->name = string_value(L, fn, k);
+        else if (item && strcmp(k, "payload") == 0) {
             payload_seen = 1;
             if (lua_type(L, -1) == LUA_TSTRING) {
                 size_t len;
@@ -215,27 +214,36 @@ static void read_task_table(lua_State *L, int idx, const char *fn, ce_task_spec 
             } else if (lua_type(L, -1) != LUA_TTABLE) {
                 aux_arg_error(L, fn, "payload", "a string or a table", -1);
             }
-        } else if (!strcmp(k, "id")) t->id = string_value(L, fn, k);
-        else if (!strcmp(k, "queue")) t->queue = string_value(L, fn, k);
-        else if (!strcmp(k, "idempotency_key")) t->idempotency_key = string_value(L, fn, k);
-        else if (!strcmp(k, "priority")) t->priority = (long long)number_value(L, fn, k, 1);
-        else if (!strcmp(k, "max_retries")) t->max_retries = (long long)number_value(L, fn, k, 1);
-        else if (!strcmp(k, "timeout")) {
+        } else if (strcmp(k, "id") == 0)
+            t->id = string_value(L, fn, k);
+        else if (strcmp(k, "queue") == 0)
+            t->queue = string_value(L, fn, k);
+        else if (strcmp(k, "idempotency_key") == 0)
+            t->idempotency_key = string_value(L, fn, k);
+        else if (strcmp(k, "priority") == 0)
+            t->priority = (long long)number_value(L, fn, k, 1);
+        else if (strcmp(k, "max_retries") == 0)
+            t->max_retries = (long long)number_value(L, fn, k, 1);
+        else if (strcmp(k, "timeout") == 0) {
             t->timeout = number_value(L, fn, k, 0);
             has_timeout = 1;
-        }
-        else if (!strcmp(k, "delay")) {
+        } else if (strcmp(k, "delay") == 0) {
             t->delay = number_value(L, fn, k, 0);
             t->has_delay = 1;
-        } else if (!strcmp(k, "eta")) {
+        } else if (strcmp(k, "eta") == 0) {
             t->eta = number_value(L, fn, k, 0);
             t->has_eta = 1;
-        } else if (!strcmp(k, "payload_type")) ptype = string_value(L, fn, k);
-        else if (!strcmp(k, "metadata")) {
-            if (lua_type(L, -1) == LUA_TSTRING) t->metadata = lua_tostring(L, -1);
-            else if (lua_type(L, -1) == LUA_TTABLE) meta_table = 1;
-            else aux_arg_error(L, fn, "metadata", "a table or a JSON string", -1);
-        } else luaL_error(L, "celers: %s: unknown option '%s'", fn, k);
+        } else if (strcmp(k, "payload_type") == 0)
+            ptype = string_value(L, fn, k);
+        else if (strcmp(k, "metadata") == 0) {
+            if (lua_type(L, -1) == LUA_TSTRING)
+                t->metadata = lua_tostring(L, -1);
+            else if (lua_type(L, -1) == LUA_TTABLE)
+                meta_table = 1;
+            else
+                aux_arg_error(L, fn, "metadata", "a table or a JSON string", -1);
+        } else
+            luaL_error(L, "celers: %s: unknown option '%s'", fn, k);
         lua_pop(L, 1);
     }
     if (t->max_retries < 0) luaL_error(L, "celers: %s: 'max_retries' must not be negative", fn);
@@ -259,9 +267,9 @@ static void read_task_table(lua_State *L, int idx, const char *fn, ce_task_spec 
         luaL_error(L, "celers: %s: 'payload' must be a string or a table (got nil)", fn);
     /* payload_type = "json" marks a string payload as JSON text already (bulk import keeps
      * the stored bytes and their type exactly); a table payload is always JSON. */
-    if (ptype && strcmp(ptype, "raw") && strcmp(ptype, "json"))
+    if (ptype && strcmp(ptype, "raw") != 0 && strcmp(ptype, "json") != 0)
         luaL_error(L, "celers: %s: 'payload_type' must be \"raw\" or \"json\"", fn);
-    if (ptype && !strcmp(ptype, "json")) t->payload_type = "json";
+    if (ptype && strcmp(ptype, "json") == 0) t->payload_type = "json";
     if (meta_table) {
         lua_getfield(L, idx, "metadata");
         t->metadata = encode_json(L, -1, fn, "metadata", NULL);
@@ -303,8 +311,10 @@ void lbroker_push_task(lua_State *L, const void *vrows, unsigned int r)
     set_string(L, CE_CELL(rows, r, CE_T_NAME), "name");
     lua_pushlstring(L, body->data ? body->data : "", body->len);
     lua_setfield(L, -2, "body");
-    if (type->data && !strcmp(type->data, "json")) push_decoded(L, body->data, body->len);
-    else lua_pushlstring(L, body->data ? body->data : "", body->len);
+    if (type->data && strcmp(type->data, "json") == 0)
+        push_decoded(L, body->data, body->len);
+    else
+        lua_pushlstring(L, body->data ? body->data : "", body->len);
     lua_setfield(L, -2, "payload");
     set_string(L, type, "payload_type");
     set_integer(L, CE_CELL(rows, r, CE_T_PRIORITY), "priority");
@@ -446,7 +456,8 @@ static int broker_enqueue_batch(lua_State *L)
         top = lua_gettop(L);
         read_task_table(L, item, fn, &specs[i], 1);
         if (!specs[i].name || !*specs[i].name)
-            luaL_error(L, "celers: %s: 'tasks[%d].name' must be a non-empty string", fn, (int)i + 1);
+            luaL_error(L, "celers: %s: 'tasks[%d].name' must be a non-empty string", fn,
+                       (int)i + 1);
         /* move everything pushed for this item into the anchor table */
         while (lua_gettop(L) > top) {
             lua_rawseti(L, anchor, (int)lua_rawlen(L, anchor) + 1);
@@ -461,10 +472,15 @@ static int broker_enqueue_batch(lua_State *L)
         lua_rawseti(L, -2, (int)i + 1);
     }
     lbroker_count(L, "enqueued", (lua_Number)inserted);
-    if (inserted == n)
-        for (size_t i = 0; i < n; i++)
-            if (i == 0 || strcmp(specs[i].name, specs[i - 1].name))
-                count_by_type(L, specs[i].name, count_run(specs, n, i));
+    if (inserted == n) {
+        const char *prev = NULL;
+        for (size_t i = 0; i < n; i++) {
+            const char *name = specs[i].name;
+            if (name && (!prev || strcmp(name, prev) != 0))
+                count_by_type(L, name, count_run(specs, n, i));
+            prev = name;
+        }
+    }
     lua_pushinteger(L, (lua_Integer)inserted);
     return 2;
 }
@@ -502,14 +518,16 @@ static int broker_enqueue_recurring(lua_State *L)
 static int claim(lua_State *L, lbroker *b, unsigned int n, const char *worker, double lease,
                  int as_list)
 {
-    ce_rows rows;
+    ce_rows rows = {0};
     ce_error err;
-    if (ce_claim(b->shared->conn, b->queue, n, worker ? worker : b->worker_id, lease, &rows,
-                 &err) < 0)
+    if (ce_claim(b->shared->conn, b->queue, n, worker ? worker : b->worker_id, lease, &rows, &err) <
+        0)
         return aux_push_error(L, &err);
     if (!as_list) {
-        if (rows.nrows == 0) lua_pushnil(L);
-        else lbroker_push_task(L, &rows, 0);
+        if (rows.nrows == 0)
+            lua_pushnil(L);
+        else
+            lbroker_push_task(L, &rows, 0);
     } else {
         lua_createtable(L, (int)rows.nrows, 0);
         for (unsigned int i = 0; i < rows.nrows; i++) {
@@ -577,7 +595,7 @@ static int broker_ack_and_dequeue(lua_State *L)
     const char *worker;
     double lease;
     int acked = 0;
-    ce_rows rows;
+    ce_rows rows = {0};
     ce_error err;
     if (!lua_isnoneornil(L, 2)) prev = read_ref(L, 2, fn);
     read_dequeue_opts(L, 3, fn, b, &worker, &lease);
@@ -586,8 +604,10 @@ static int broker_ack_and_dequeue(lua_State *L)
         return aux_push_error(L, &err);
     if (acked) lbroker_count(L, "acked", 1);
     lua_pushboolean(L, acked);
-    if (rows.nrows) lbroker_push_task(L, &rows, 0);
-    else lua_pushnil(L);
+    if (rows.nrows)
+        lbroker_push_task(L, &rows, 0);
+    else
+        lua_pushnil(L);
     ce_rows_free(&rows);
     return 2;
 }
@@ -752,11 +772,13 @@ static int broker_get_task(lua_State *L)
 {
     lbroker *b = lbroker_check(L, "get_task");
     const char *id = aux_check_string(L, 2, "get_task", "id", NULL);
-    ce_rows rows;
+    ce_rows rows = {0};
     ce_error err;
     if (ce_get_task(b->shared->conn, id, &rows, &err) < 0) return aux_push_error(L, &err);
-    if (rows.nrows) lbroker_push_task(L, &rows, 0);
-    else lua_pushnil(L);
+    if (rows.nrows)
+        lbroker_push_task(L, &rows, 0);
+    else
+        lua_pushnil(L);
     ce_rows_free(&rows);
     return 1;
 }
@@ -810,7 +832,7 @@ static int broker_migrate(lua_State *L)
 static int broker_list_migrations(lua_State *L)
 {
     lbroker *b = lbroker_check(L, "list_migrations");
-    ce_rows rows;
+    ce_rows rows = {0};
     ce_error err;
     if (ce_list_migrations(b->shared->conn, &rows, &err) < 0) return aux_push_error(L, &err);
     lua_createtable(L, (int)rows.nrows, 0);

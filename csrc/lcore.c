@@ -16,9 +16,25 @@
 #define CELERS_VERSION "0.1.0"
 
 static const char *const CONNECT_OPTIONS[] = {
-    "dsn", "host", "port", "user", "password", "database", "socket", "queue", "connect_timeout",
-    "read_timeout", "write_timeout", "ssl", "lease", "retry", "reconnect_tries",
-    "reconnect_backoff", "recover_interval", "worker_id", NULL,
+    "dsn",
+    "host",
+    "port",
+    "user",
+    "password",
+    "database",
+    "socket",
+    "queue",
+    "connect_timeout",
+    "read_timeout",
+    "write_timeout",
+    "ssl",
+    "lease",
+    "retry",
+    "reconnect_tries",
+    "reconnect_backoff",
+    "recover_interval",
+    "worker_id",
+    NULL,
 };
 
 /* Raise after freeing cfg: the message is copied first since it may live in cfg's error. */
@@ -62,12 +78,24 @@ static void set_from_stack(lua_State *L, ce_config *cfg, const char *key, const 
 static void read_connect_table(lua_State *L, ce_config *cfg)
 {
     static const char *const plain[] = {
-        "host", "port", "user", "password", "database", "socket", "queue", "connect_timeout",
-        "read_timeout", "write_timeout", "lease", "reconnect_tries", "reconnect_backoff",
-        "recover_interval", NULL,
+        "host",
+        "port",
+        "user",
+        "password",
+        "database",
+        "socket",
+        "queue",
+        "connect_timeout",
+        "read_timeout",
+        "write_timeout",
+        "lease",
+        "reconnect_tries",
+        "reconnect_backoff",
+        "recover_interval",
+        NULL,
     };
-    static const char *const ssl_keys[][2] = {{"ca", "ssl_ca"},       {"capath", "ssl_capath"},
-                                              {"cert", "ssl_cert"},   {"key", "ssl_key"},
+    static const char *const ssl_keys[][2] = {{"ca", "ssl_ca"},         {"capath", "ssl_capath"},
+                                              {"cert", "ssl_cert"},     {"key", "ssl_key"},
                                               {"cipher", "ssl_cipher"}, {"verify", "ssl_verify"}};
     static const char *const retry_keys[][2] = {
         {"base", "retry_base"}, {"factor", "retry_factor"}, {"max", "retry_max"}};

@@ -8,14 +8,14 @@
 #include "lbroker.h"
 #include "task.h"
 
-static const char *const STATES[] = {"pending", "processing", "completed", "failed",
-                                     "cancelled", NULL};
+static const char *const STATES[] = {"pending", "processing", "completed",
+                                     "failed",  "cancelled",  NULL};
 
 /* Never raises on a failing server: healthy=false and the error instead. */
 static int check_health(lua_State *L)
 {
     lbroker *b = lbroker_check(L, "check_health");
-    ce_health h;
+    ce_health h = {0};
     ce_error err;
     int rc = ce_check_health(b->shared->conn, b->queue, &h, &err);
     lua_createtable(L, 0, 7);
@@ -40,7 +40,7 @@ static int check_health(lua_State *L)
 static int get_table_sizes(lua_State *L)
 {
     lbroker *b = lbroker_check(L, "get_table_sizes");
-    ce_rows rows;
+    ce_rows rows = {0};
     ce_error err;
     if (ce_table_sizes(b->shared->conn, &rows, &err) < 0) return aux_push_error(L, &err);
     lua_createtable(L, 0, (int)rows.nrows);
@@ -61,7 +61,7 @@ static int get_table_sizes(lua_State *L)
 static int optimize(lua_State *L, const char *fn, int analyze)
 {
     lbroker *b = lbroker_check(L, fn);
-    ce_rows rows;
+    ce_rows rows = {0};
     ce_error err;
     if (ce_optimize_tables(b->shared->conn, analyze, &rows, &err) < 0)
         return aux_push_error(L, &err);
@@ -142,7 +142,7 @@ static int purge_by_state(lua_State *L)
     const char *state = aux_check_string(L, 2, fn, "state", NULL);
     int known = 0;
     for (int i = 0; STATES[i]; i++)
-        if (!strcmp(STATES[i], state)) known = 1;
+        if (strcmp(STATES[i], state) == 0) known = 1;
     if (!known)
         luaL_error(L,
                    "celers: %s: 'state' must be one of pending, processing, completed, failed, "

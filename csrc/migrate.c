@@ -36,11 +36,11 @@ static int run_script(ce_conn *c, const char *script, ce_error *err)
         end = eol;
         while (end > line && (end[-1] == ' ' || end[-1] == '\r' || end[-1] == '\t'))
             end--;
-        if (!strncmp(line, "DELIMITER ", 10) && end - line > 10 && end - line - 10 < 16) {
+        if (strncmp(line, "DELIMITER ", 10) == 0 && end - line > 10 && end - line - 10 < 16) {
             memcpy(delim, line + 10, (size_t)(end - line - 10));
             delim[end - line - 10] = '\0';
         } else if (!(end - line >= 2 && line[0] == '-' && line[1] == '-')) {
-            int last = (size_t)(end - line) >= dl && !memcmp(end - dl, delim, dl);
+            int last = (size_t)(end - line) >= dl && memcmp(end - dl, delim, dl) == 0;
             size_t keep = (size_t)(end - line) - (last ? dl : 0);
             memcpy(stmt + used, line, keep);
             used += keep;
@@ -64,14 +64,14 @@ static int is_applied(const ce_rows *done, const char *version)
 {
     for (unsigned int r = 0; r < done->nrows; r++) {
         const ce_value *v = CE_CELL(done, r, 0);
-        if (v->data && !strcmp(v->data, version)) return 1;
+        if (v->data && strcmp(v->data, version) == 0) return 1;
     }
     return 0;
 }
 
 static int migrate_locked(ce_conn *c, int *applied, ce_error *err)
 {
-    ce_rows done;
+    ce_rows done = {0};
     if (ce_conn_query(c, SQL_CREATE_TABLE, err) < 0) return -1;
     if (ce_exec(c, SQL_APPLIED, NULL, 0, &done, NULL, err) < 0) return -1;
     for (unsigned int i = 0; i < ce_migrations_count; i++) {
@@ -93,14 +93,17 @@ static int migrate_op(ce_conn *c, void *ctx, ce_error *err)
 {
     int *applied = ctx, rc;
     ce_param p = ce_pint(LOCK_SECONDS);
-    ce_rows got;
+    ce_rows got = {0};
     ce_error unlock_err;
     memset(applied, 0, sizeof *applied * ce_migrations_count);
     if (ce_exec(c, SQL_LOCK, &p, 1, &got, NULL, err) < 0) return -1;
     rc = got.nrows && ce_cell_int(&got, 0, 0, 0) == 1;
     ce_rows_free(&got);
-    if (!rc) return ce_error_set(err, CE_ELOCKWAIT, "another process held the migration lock "
-                                                    "for %d seconds", LOCK_SECONDS);
+    if (!rc)
+        return ce_error_set(err, CE_ELOCKWAIT,
+                            "another process held the migration lock "
+                            "for %d seconds",
+                            LOCK_SECONDS);
     rc = migrate_locked(c, applied, err);
     /* The lock also goes when the session ends, so a failed release is harmless. */
     if (ce_exec(c, SQL_UNLOCK, NULL, 0, &got, NULL, &unlock_err) == 0) ce_rows_free(&got);

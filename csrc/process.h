@@ -7,9 +7,9 @@
 
 /* Outcome of a child that has ended. */
 typedef struct ce_child_status {
-    pid_t pid;   /* 0 when none ended (non-blocking wait) */
-    int exited;  /* 1: exited with code; 0: killed by signal */
-    int code;    /* exit code or signal number */
+    pid_t pid;  /* 0 when none ended (non-blocking wait) */
+    int exited; /* 1: exited with code; 0: killed by signal */
+    int code;   /* exit code or signal number */
 } ce_child_status;
 
 pid_t ce_fork(void);

@@ -45,15 +45,13 @@ int ce_store_result(ce_conn *c, const char *queue, const char *task_id, const ce
     return ce_write(c, SQL_STORE, p, 10, NULL, err);
 }
 
-int ce_get_result(ce_conn *c, const char *queue, const char *task_id, ce_rows *out,
-                  ce_error *err)
+int ce_get_result(ce_conn *c, const char *queue, const char *task_id, ce_rows *out, ce_error *err)
 {
     ce_param p[2] = {ce_pstr(task_id), ce_pstr(queue)};
     return ce_read(c, SQL_GET, p, 2, out, err);
 }
 
-int ce_delete_result(ce_conn *c, const char *queue, const char *task_id, int *found,
-                     ce_error *err)
+int ce_delete_result(ce_conn *c, const char *queue, const char *task_id, int *found, ce_error *err)
 {
     ce_param p[2] = {ce_pstr(task_id), ce_pstr(queue)};
     unsigned long long affected = 0;

@@ -55,18 +55,18 @@ static int fetch_all(MYSQL_STMT *stmt, MYSQL_RES *meta, ce_rows *out, ce_error *
     unsigned int ncols = mysql_num_fields(meta);
     unsigned long long nrows = mysql_stmt_num_rows(stmt);
     MYSQL_FIELD *fields = mysql_fetch_fields(meta);
-    size_t nc = ncols ? ncols : 1, ncells = nrows ? (size_t)nrows * ncols : 1;
+    size_t nc = ncols ? ncols : 1, ncells = (size_t)nrows * ncols;
     MYSQL_BIND *binds = calloc(nc, sizeof *binds);
     unsigned long *lens = calloc(nc, sizeof *lens);
     my_bool *nulls = calloc(nc, sizeof *nulls);
-    size_t *offsets = calloc(ncells, sizeof *offsets);
+    size_t *offsets = calloc(ncells ? ncells : 1, sizeof *offsets);
     size_t rowcap = 0, used = 0, cap = 256;
     char *scratch = NULL;
     int rc = -1;
 
     memset(out, 0, sizeof *out);
     out->ncols = ncols;
-    out->vals = calloc(ncells, sizeof *out->vals);
+    out->vals = calloc(ncells ? ncells : 1, sizeof *out->vals);
     out->arena = malloc(cap);
     if (!binds || !lens || !nulls || !offsets || !out->vals || !out->arena) goto nomem;
     for (unsigned int i = 0; i < ncols; i++) {
@@ -164,8 +164,8 @@ static int check_packet_size(ce_conn *c, const char *sql, const ce_param *params
     return 0;
 }
 
-int ce_exec(ce_conn *c, const char *sql, const ce_param *params, unsigned int nparams,
-            ce_rows *out, unsigned long long *affected, ce_error *err)
+int ce_exec(ce_conn *c, const char *sql, const ce_param *params, unsigned int nparams, ce_rows *out,
+            unsigned long long *affected, ce_error *err)
 {
     MYSQL_BIND stack[MAX_STACK_PARAMS];
     MYSQL_BIND *binds = stack;
@@ -204,8 +204,10 @@ int ce_exec(ce_conn *c, const char *sql, const ce_param *params, unsigned int np
             mysql_stmt_free_result(stmt);
             goto done;
         }
-        if (out) rc = fetch_all(stmt, meta, out, err);
-        else rc = 0;
+        if (out)
+            rc = fetch_all(stmt, meta, out, err);
+        else
+            rc = 0;
         mysql_free_result(meta);
         mysql_stmt_free_result(stmt);
         if (rc < 0) goto done;

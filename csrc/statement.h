@@ -57,8 +57,8 @@ typedef struct ce_rows {
 
 /* Prepare (cached) and execute sql with params. When out is not NULL the result set is
  * stored there (free with ce_rows_free); affected, when not NULL, gets the changed rows. */
-int ce_exec(ce_conn *c, const char *sql, const ce_param *params, unsigned int nparams,
-            ce_rows *out, unsigned long long *affected, ce_error *err);
+int ce_exec(ce_conn *c, const char *sql, const ce_param *params, unsigned int nparams, ce_rows *out,
+            unsigned long long *affected, ce_error *err);
 void ce_rows_free(ce_rows *rows);
 
 /* Helpers for reading cells. */

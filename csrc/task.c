@@ -19,7 +19,7 @@ void ce_task_spec_init(ce_task_spec *t)
 /* ---- SQL ---------------------------------------------------------------------------- */
 
 #define INSERT_COLUMNS                                                                             \
-    "INSERT INTO celers_tasks (id, task_name, payload, payload_type, priority, max_retries, "     \
+    "INSERT INTO celers_tasks (id, task_name, payload, payload_type, priority, max_retries, "      \
     "queue, scheduled_at, timeout_seconds, metadata, idempotency_key, created_at) VALUES "
 #define INSERT_ROW                                                                                 \
     "(?, ?, ?, ?, ?, ?, ?, COALESCE(FROM_UNIXTIME(?), "                                            \
@@ -48,8 +48,8 @@ static const char SQL_CLAIM[] =
     "ORDER BY priority DESC, scheduled_at, id LIMIT ? FOR UPDATE SKIP LOCKED";
 
 #define CLAIM_UPDATE                                                                               \
-    "UPDATE celers_tasks SET state = 'processing', started_at = CAST(? AS DATETIME(6)), "         \
-    "worker_id = ?, claim_id = ?, retry_count = retry_count + 1, "                                \
+    "UPDATE celers_tasks SET state = 'processing', started_at = CAST(? AS DATETIME(6)), "          \
+    "worker_id = ?, claim_id = ?, retry_count = retry_count + 1, "                                 \
     "lease_expires_at = DATE_ADD(CAST(? AS DATETIME(6)), "                                         \
     "INTERVAL ROUND(1000000 * COALESCE(timeout_seconds, ?)) MICROSECOND) WHERE id "
 #define CLAIM_UPDATE_PARAMS 5
@@ -83,7 +83,7 @@ static const char SQL_CANCEL[] =
 
 /* A held task is overdue when its lease ran out, or (with a threshold) it started too long ago. */
 #define OVERDUE                                                                                    \
-    "queue = ? AND state = 'processing' AND (lease_expires_at < NOW(6) OR (? IS NOT NULL AND "    \
+    "queue = ? AND state = 'processing' AND (lease_expires_at < NOW(6) OR (? IS NOT NULL AND "     \
     "started_at < DATE_SUB(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)))"
 
 static const char SQL_RECOVER[] =
@@ -93,7 +93,9 @@ static const char SQL_RECOVER[] =
 
 static const char SQL_OVERDUE_SPENT[] =
     "SELECT id FROM celers_tasks WHERE " OVERDUE " AND retry_count > max_retries "
-    "LIMIT " "100" " FOR UPDATE SKIP LOCKED";
+    "LIMIT "
+    "100"
+    " FOR UPDATE SKIP LOCKED";
 
 static const char SQL_PAUSE[] =
     "INSERT INTO celers_queue_pauses (queue) VALUES (?) ON DUPLICATE KEY UPDATE queue = queue";
@@ -161,7 +163,7 @@ static int is_timed(const ce_task_spec *t)
 static int one_string(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, char *out,
                       size_t outlen, int *found, ce_error *err)
 {
-    ce_rows rows;
+    ce_rows rows = {0};
     if (ce_exec(c, sql, p, n, &rows, NULL, err) < 0) return -1;
     *found = rows.nrows > 0 && CE_CELL(&rows, 0, 0)->data;
     if (*found) snprintf(out, outlen, "%s", CE_CELL(&rows, 0, 0)->data);
@@ -169,10 +171,10 @@ static int one_string(ce_conn *c, const char *sql, const ce_param *p, unsigned i
     return 0;
 }
 
-static int one_count(ce_conn *c, const char *sql, const ce_param *p, unsigned int n,
-                     long long *out, ce_error *err)
+static int one_count(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, long long *out,
+                     ce_error *err)
 {
-    ce_rows rows;
+    ce_rows rows = {0};
     if (ce_exec(c, sql, p, n, &rows, NULL, err) < 0) return -1;
     *out = rows.nrows ? ce_cell_int(&rows, 0, 0, 0) : 0;
     ce_rows_free(&rows);
@@ -246,8 +248,10 @@ int ce_enqueue(ce_conn *c, const char *queue, const ce_task_spec *t, char id_out
                int *created, ce_error *err)
 {
     enqueue_ctx x = {queue, t, id_out, created, 0};
-    if (t->id) snprintf(id_out, CE_UUID_LEN + 1, "%s", t->id);
-    else ce_uuid7(id_out);
+    if (t->id)
+        snprintf(id_out, CE_UUID_LEN + 1, "%s", t->id);
+    else
+        ce_uuid7(id_out);
     /* A fresh id makes the insert safe to repeat; a caller's id or key is checked by the server. */
     return ce_conn_run(c, t->id ? CE_ONCE : CE_REPEAT, enqueue_op, &x, err);
 }
@@ -277,7 +281,7 @@ static int insert_chunk(ce_conn *c, batch_ctx *x, size_t from, size_t to,
         timed |= is_timed(&x->tasks[i]);
     row = timed ? INSERT_ROW : INSERT_ROW_NOW;
     sql = malloc(strlen(INSERT_COLUMNS) + n * (strlen(row) + 1) + strlen(ON_DUPLICATE_KEEP) + 1);
-    p = malloc(sizeof *p * n * INSERT_PARAMS);
+    p = malloc(sizeof *p * (n ? n : 1) * INSERT_PARAMS);
     if (!sql || !p) {
         ce_error_set(err, CE_ENOMEM, "out of memory");
         goto done;
@@ -289,7 +293,7 @@ static int insert_chunk(ce_conn *c, batch_ctx *x, size_t from, size_t to,
         for (size_t i = from; i < to; i++) {
             if (x->exists[i]) continue;
             if (np) *s++ = ',';
-            memcpy(s, row, rl);
+            memcpy(s, row, rl + 1); /* with its NUL; the next row or the tail overwrites it */
             s += rl;
             np += put_insert_params(p + np, &x->tasks[i], x->ids[i], x->queue, timed);
         }
@@ -324,8 +328,8 @@ static int batch_op(ce_conn *c, void *vctx, ce_error *err)
         int found = 0;
         x->exists[i] = 0;
         if (t->idempotency_key && !x->skip_existing) {
-            if (key_lookup(c, t->queue ? t->queue : x->queue, t->idempotency_key, x->ids[i],
-                           &found, err) < 0)
+            if (key_lookup(c, t->queue ? t->queue : x->queue, t->idempotency_key, x->ids[i], &found,
+                           err) < 0)
                 return -1;
             x->exists[i] = (unsigned char)found;
         }
@@ -343,9 +347,8 @@ static int batch_op(ce_conn *c, void *vctx, ce_error *err)
         for (size_t i = 0; i < x->n; i++) {
             const ce_task_spec *t = &x->tasks[i];
             int found = 0;
-            if (t->idempotency_key &&
-                key_lookup(c, t->queue ? t->queue : x->queue, t->idempotency_key, x->ids[i],
-                           &found, err) < 0)
+            if (t->idempotency_key && key_lookup(c, t->queue ? t->queue : x->queue,
+                                                 t->idempotency_key, x->ids[i], &found, err) < 0)
                 return -1;
         }
     }
@@ -365,8 +368,10 @@ int ce_enqueue_batch(ce_conn *c, const char *queue, const ce_task_spec *tasks, s
     x.exists = calloc(n, 1);
     if (!x.exists) return ce_error_set(err, CE_ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
-        if (tasks[i].id) snprintf(ids[i], CE_UUID_LEN + 1, "%s", tasks[i].id);
-        else ce_uuid7(ids[i]);
+        if (tasks[i].id)
+            snprintf(ids[i], CE_UUID_LEN + 1, "%s", tasks[i].id);
+        else
+            ce_uuid7(ids[i]);
     }
     /* Several chunks run in a transaction, which is safe to repeat until COMMIT is sent. */
     rc = ce_conn_run(c, chunk_end(&x, 0) < n ? CE_REPEAT : CE_ONCE, batch_op, &x, err);
@@ -485,9 +490,10 @@ static int ack_batch_op(ce_conn *c, void *vctx, ce_error *err)
 {
     ack_batch_ctx *x = vctx;
     /* Claim ids are unique per claim, so "id in ours and claim in ours" fences every row. */
-    char *ids_sql = in_list_sql("UPDATE celers_tasks SET state = 'completed', completed_at = "
-                                "NOW(6), lease_expires_at = NULL WHERE state = 'processing' AND id ",
-                                x->n, "");
+    char *ids_sql =
+        in_list_sql("UPDATE celers_tasks SET state = 'completed', completed_at = "
+                    "NOW(6), lease_expires_at = NULL WHERE state = 'processing' AND id ",
+                    x->n, "");
     const char **claims = malloc(sizeof *claims * x->n);
     ce_param *p = malloc(sizeof *p * x->n * 2);
     size_t nclaims = 0;
@@ -499,7 +505,7 @@ static int ack_batch_op(ce_conn *c, void *vctx, ce_error *err)
         size_t j;
         p[i] = ce_pstr(x->refs[i].id);
         for (j = 0; j < nclaims; j++)
-            if (!strcmp(claims[j], x->refs[i].claim_id)) break;
+            if (strcmp(claims[j], x->refs[i].claim_id) == 0) break;
         if (j == nclaims) claims[nclaims++] = x->refs[i].claim_id;
     }
     for (size_t j = 0; j < nclaims; j++)
@@ -560,7 +566,7 @@ static int dead_letter_op(ce_conn *c, void *vctx, ce_error *err)
 {
     dlq_ctx *x = vctx;
     ce_param p[2] = {ce_pstr(x->ref.id), ce_pstr(x->ref.claim_id)};
-    ce_rows held;
+    ce_rows held = {0};
     x->moved = 0;
     if (ce_conn_begin(c, err) < 0) return -1;
     if (ce_exec(c, SQL_LOCK_HELD, p, 2, &held, NULL, err) < 0) return -1;
@@ -634,7 +640,7 @@ static int recover_op(ce_conn *c, void *vctx, ce_error *err)
     x->requeued = x->dead = 0;
     if (ce_exec(c, SQL_RECOVER, p, 3, NULL, &x->requeued, err) < 0) return -1;
     for (;;) {
-        ce_rows spent;
+        ce_rows spent = {0};
         unsigned int n;
         if (ce_conn_begin(c, err) < 0) return -1;
         if (ce_exec(c, SQL_OVERDUE_SPENT, p, 3, &spent, NULL, err) < 0) return -1;
@@ -652,8 +658,8 @@ static int recover_op(ce_conn *c, void *vctx, ce_error *err)
     }
 }
 
-int ce_recover_expired(ce_conn *c, const char *queue, double older_than, unsigned long long *requeued,
-                       unsigned long long *dead, ce_error *err)
+int ce_recover_expired(ce_conn *c, const char *queue, double older_than,
+                       unsigned long long *requeued, unsigned long long *dead, ce_error *err)
 {
     recover_ctx x = {queue, older_than, 0, 0};
     /* Each step commits on its own, so repeating after a lost link only redoes what is left. */

@@ -9,17 +9,34 @@
 
 /* Column order of every task row returned by the core. */
 enum ce_task_col {
-    CE_T_ID, CE_T_NAME, CE_T_PAYLOAD, CE_T_PAYLOAD_TYPE, CE_T_PRIORITY, CE_T_RETRY_COUNT,
-    CE_T_MAX_RETRIES, CE_T_QUEUE, CE_T_STATE, CE_T_CREATED_AT, CE_T_SCHEDULED_AT,
-    CE_T_STARTED_AT, CE_T_COMPLETED_AT, CE_T_WORKER_ID, CE_T_ERROR, CE_T_METADATA,
-    CE_T_CLAIM_ID, CE_T_LEASE_EXPIRES_AT, CE_T_TIMEOUT, CE_T_IDEMPOTENCY_KEY, CE_T_NCOLS
+    CE_T_ID,
+    CE_T_NAME,
+    CE_T_PAYLOAD,
+    CE_T_PAYLOAD_TYPE,
+    CE_T_PRIORITY,
+    CE_T_RETRY_COUNT,
+    CE_T_MAX_RETRIES,
+    CE_T_QUEUE,
+    CE_T_STATE,
+    CE_T_CREATED_AT,
+    CE_T_SCHEDULED_AT,
+    CE_T_STARTED_AT,
+    CE_T_COMPLETED_AT,
+    CE_T_WORKER_ID,
+    CE_T_ERROR,
+    CE_T_METADATA,
+    CE_T_CLAIM_ID,
+    CE_T_LEASE_EXPIRES_AT,
+    CE_T_TIMEOUT,
+    CE_T_IDEMPOTENCY_KEY,
+    CE_T_NCOLS
 };
 
 /* SELECT list producing those columns from celers_tasks; times as Unix seconds. */
 #define CE_TASK_COLUMNS                                                                            \
-    "id, task_name, payload, payload_type, priority, retry_count, max_retries, queue, state, "    \
-    "UNIX_TIMESTAMP(created_at), UNIX_TIMESTAMP(scheduled_at), UNIX_TIMESTAMP(started_at), "      \
-    "UNIX_TIMESTAMP(completed_at), worker_id, error_message, metadata, claim_id, "                \
+    "id, task_name, payload, payload_type, priority, retry_count, max_retries, queue, state, "     \
+    "UNIX_TIMESTAMP(created_at), UNIX_TIMESTAMP(scheduled_at), UNIX_TIMESTAMP(started_at), "       \
+    "UNIX_TIMESTAMP(completed_at), worker_id, error_message, metadata, claim_id, "                 \
     "UNIX_TIMESTAMP(lease_expires_at), timeout_seconds, idempotency_key"
 
 /* What enqueue needs of one task. Strings are borrowed. */
@@ -32,10 +49,10 @@ typedef struct ce_task_spec {
     const char *queue;        /* NULL: the broker's queue */
     long long priority;
     long long max_retries;
-    double timeout;           /* lease for this task, seconds; <= 0: the broker default */
+    double timeout; /* lease for this task, seconds; <= 0: the broker default */
     int has_delay, has_eta;
-    double delay, eta;        /* seconds from now / Unix time */
-    const char *metadata;     /* JSON text or NULL */
+    double delay, eta;    /* seconds from now / Unix time */
+    const char *metadata; /* JSON text or NULL */
     const char *idempotency_key;
 } ce_task_spec;
 
@@ -78,8 +95,8 @@ int ce_cancel(ce_conn *c, const char *id, int *ok, ce_error *err);
 
 /* Expired leases of queue go back to pending, or to the DLQ when retries are spent.
  * older_than >= 0 also takes tasks started more than that many seconds ago. */
-int ce_recover_expired(ce_conn *c, const char *queue, double older_than, unsigned long long *requeued,
-                       unsigned long long *dead, ce_error *err);
+int ce_recover_expired(ce_conn *c, const char *queue, double older_than,
+                       unsigned long long *requeued, unsigned long long *dead, ce_error *err);
 
 /* The sweep above, when recover_interval seconds have passed since the last one on c;
  * claims call it so crashed workers' tasks come back without a separate job. */

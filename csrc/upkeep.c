@@ -7,7 +7,7 @@
 
 #define AGO "DATE_SUB(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)"
 #define TABLES                                                                                     \
-    "celers_tasks, celers_dead_letter_queue, celers_task_history, celers_results, "               \
+    "celers_tasks, celers_dead_letter_queue, celers_task_history, celers_results, "                \
     "celers_queue_pauses, celers_recurring_runs, celers_workers, celers_migrations"
 
 static const char SQL_VERSION[] = "SELECT VERSION()";
@@ -21,9 +21,9 @@ static const char SQL_OLD_COMPLETED[] =
     "SELECT id FROM celers_tasks WHERE queue = ? AND state = 'completed' AND completed_at < " AGO
     " LIMIT " CE_CHUNK_ROWS_SQL " FOR UPDATE SKIP LOCKED";
 #define TO_HISTORY                                                                                 \
-    "INSERT INTO celers_task_history (task_id, task_name, state, worker_id, error_message, "      \
-    "queue, priority, retry_count, task_created_at, started_at, completed_at, created_at) "       \
-    "SELECT id, task_name, state, worker_id, error_message, queue, priority, retry_count, "       \
+    "INSERT INTO celers_task_history (task_id, task_name, state, worker_id, error_message, "       \
+    "queue, priority, retry_count, task_created_at, started_at, completed_at, created_at) "        \
+    "SELECT id, task_name, state, worker_id, error_message, queue, priority, retry_count, "        \
     "created_at, started_at, completed_at, NOW(6) FROM celers_tasks WHERE id IN "
 #define DELETE_TASKS "DELETE FROM celers_tasks WHERE id IN "
 
@@ -44,7 +44,7 @@ typedef struct {
 static int version_op(ce_conn *c, void *vctx, ce_error *err)
 {
     health_ctx *x = vctx;
-    ce_rows rows;
+    ce_rows rows = {0};
     double t0 = ce_monotonic();
     if (ce_exec(c, SQL_VERSION, NULL, 0, &rows, NULL, err) < 0) return -1;
     x->h->latency_ms = (ce_monotonic() - t0) * 1000.0;
@@ -107,7 +107,7 @@ static int archive_op(ce_conn *c, void *vctx, ce_error *err)
     ce_param p[2] = {ce_pstr(x->queue), ce_pdouble(x->older_than)};
     /* total is kept across a repeat: the chunks before a lost link committed. */
     for (;;) {
-        ce_rows rows;
+        ce_rows rows = {0};
         unsigned int n;
         int rc;
         if (ce_conn_begin(c, err) < 0) return -1;
@@ -134,8 +134,12 @@ static int archive_op(ce_conn *c, void *vctx, ce_error *err)
 int ce_archive_completed(ce_conn *c, const char *queue, double older_than,
                          unsigned long long *archived, ce_error *err)
 {
-    archive_ctx x = {queue, older_than, with_in_list(TO_HISTORY), with_in_list(DELETE_TASKS),
-                     malloc(sizeof(ce_param) * CE_CHUNK_ROWS), 0};
+    archive_ctx x = {queue,
+                     older_than,
+                     with_in_list(TO_HISTORY),
+                     with_in_list(DELETE_TASKS),
+                     malloc(sizeof(ce_param) * CE_CHUNK_ROWS),
+                     0};
     int rc;
     if (!x.insert_sql || !x.delete_sql || !x.ids) {
         rc = ce_error_set(err, CE_ENOMEM, "out of memory");
@@ -160,8 +164,8 @@ int ce_purge_all(ce_conn *c, unsigned long long *tasks, unsigned long long *dlq,
     return ce_delete_chunked(c, SQL_PURGE_RESULTS, NULL, 0, results, err);
 }
 
-int ce_purge_state(ce_conn *c, const char *queue, const char *state,
-                   unsigned long long *deleted, ce_error *err)
+int ce_purge_state(ce_conn *c, const char *queue, const char *state, unsigned long long *deleted,
+                   ce_error *err)
 {
     ce_param p[2] = {ce_pstr(queue), ce_pstr(state)};
     return ce_delete_chunked(c, SQL_PURGE_STATE, p, 2, deleted, err);
