@@ -5,10 +5,13 @@ set -euo pipefail
 
 PACKAGES=(
     make gcc libc6-dev pkg-config
-    lua5.4 liblua5.4-dev luajit libluajit-5.1-dev
+    # luajit2 (OpenResty's LuaJIT branch, same `luajit` command and luajit.pc): nginx's lua module
+    # depends on its library, which conflicts with Debian's plain libluajit-5.1
+    lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev
     lua-cjson lua-busted lua-check
     libmariadb-dev libmariadb-dev-compat uuid-dev
     mariadb-server valgrind
+    nginx libnginx-mod-http-lua curl
 )
 
 missing=()

@@ -1,0 +1,732 @@
+-- celers.worker: run handlers for claimed tasks, and pools of worker processes.
+--
+--   local worker = require "celers.worker"
+--   local w = worker.new {
+--     connect = "mysql://celers@localhost/celers?queue=emails",  -- or broker = an open broker
+--     handlers = {
+--       send_email = function(payload, ctx) ... return result end,
+--       resize = { fn = function(payload, ctx) ... end, retry = policy, store_result = true },
+--     },
+--   }
+--   w:run()            -- until SIGTERM/SIGINT; or w:run{ max_tasks = 10, idle_exit = 0 }
+--
+-- A handler fails when it raises or returns nil plus an error. Its retry policy (celers.retry;
+-- per handler, else the worker's) then decides: broker:retry(task, delay, err) or the
+-- dead-letter queue. An error table with retryable = false goes to the DLQ at once (the
+-- default policy's predicate). The task's own max_retries still caps the attempts.
+--
+-- Leases: a claim holds a task for its timeout (enqueue option `timeout`) or the worker's
+-- `lease`. Lua cannot interrupt a running handler, so a per-task timeout *is* the lease: a
+-- handler that runs past it loses the task to another worker, and its ack returns false
+-- (counted as `lost`). Long handlers call ctx:heartbeat() now and then to extend the lease of
+-- every task in hand; the worker also heartbeats between the tasks of a batch.
+
+local core = require "celers.core"
+local celers = require "celers"
+local retry = require "celers.retry"
+
+local M = {}
+
+local Worker = {}
+Worker.__index = Worker
+
+local OPTIONS = {
+  broker = true, connect = true, queue = true, handlers = true, batch_size = true,
+  poll_min = true, poll_max = true, poll_factor = true, lease = true, heartbeat = true,
+  retry = true, store_results = true, result_ttl = true, worker_id = true, on_event = true,
+  log = true, recover_interval = true,
+}
+
+local HANDLER_OPTIONS = { fn = true, retry = true, store_result = true, result_ttl = true }
+
+local MAX_ERROR = 8000
+
+local function opt_number(opts, key, default, min)
+  local v = opts[key]
+  if v == nil then return default end
+  if type(v) ~= "number" or v ~= v or v < (min or 0) then
+    error(("worker.new: '%s' must be a number >= %g"):format(key, min or 0), 3)
+  end
+  return v
+end
+
+local function as_policy(p, who)
+  if p == nil then return nil end
+  if getmetatable(p) == getmetatable(retry.presets.default) then return p end
+  if type(p) == "string" then
+    local preset = retry.presets[p]
+    if not preset then error(("%s: unknown retry preset '%s'"):format(who, p), 4) end
+    return preset
+  end
+  if type(p) == "table" then return retry.policy(p) end
+  error(("%s: 'retry' must be a policy, a preset name or an options table"):format(who), 4)
+end
+
+local function normalize_handlers(handlers)
+  if type(handlers) ~= "table" then
+    error("worker.new: 'handlers' must be a table of task name -> function", 3)
+  end
+  local out = {}
+  for name, h in pairs(handlers) do
+    if type(name) ~= "string" then error("worker.new: handler names must be strings", 3) end
+    if type(h) == "function" then
+      out[name] = { fn = h }
+    elseif type(h) == "table" then
+      for k in pairs(h) do
+        if not HANDLER_OPTIONS[k] then
+          error(("worker.new: handler '%s': unknown option '%s'"):format(name, tostring(k)), 3)
+        end
+      end
+      if type(h.fn) ~= "function" then
+        error(("worker.new: handler '%s': 'fn' must be a function"):format(name), 3)
+      end
+      out[name] = {
+        fn = h.fn, retry = as_policy(h.retry, "worker.new: handler '" .. name .. "'"),
+        store_result = h.store_result, result_ttl = h.result_ttl,
+      }
+    else
+      error(("worker.new: handler '%s' must be a function or a table {fn=...}"):format(name), 3)
+    end
+  end
+  return out
+end
+
+local function default_log(level, msg)
+  if level ~= "debug" then
+    io.stderr:write(("celers worker [%s] %s: %s\n"):format(os.date("!%H:%M:%S"), level, msg))
+  end
+end
+
+--- A new worker. Options:
+-- broker (an open broker) or connect (DSN string or connect options; the worker opens it),
+-- queue, handlers, batch_size (1), poll_min (0.05), poll_max (2), poll_factor (2),
+-- lease (the broker's), heartbeat (seconds between automatic lease extensions; lease/3),
+-- retry (policy, preset name or options; default: retry.presets.default), store_results
+-- (false), result_ttl, worker_id, on_event(event, info), log(level, message) or false.
+function M.new(opts)
+  if type(opts) ~= "table" then error("worker.new: 'opts' must be a table", 2) end
+  for k in pairs(opts) do
+    if not OPTIONS[k] then error(("worker.new: unknown option '%s'"):format(tostring(k)), 2) end
+  end
+  local w = setmetatable({}, Worker)
+  w.handlers = normalize_handlers(opts.handlers or {})
+  w.batch_size = opt_number(opts, "batch_size", 1, 1)
+  if math.floor(w.batch_size) ~= w.batch_size then
+    error("worker.new: 'batch_size' must be an integer", 2)
+  end
+  w.poll_min = opt_number(opts, "poll_min", 0.05)
+  w.poll_max = opt_number(opts, "poll_max", 2)
+  w.poll_factor = opt_number(opts, "poll_factor", 2, 1)
+  if w.poll_max < w.poll_min then error("worker.new: 'poll_max' must be >= 'poll_min'", 2) end
+  w.lease = opts.lease and opt_number(opts, "lease", nil, 0.001)
+  w.heartbeat_every = opts.heartbeat and opt_number(opts, "heartbeat", nil, 0.001)
+  w.retry = as_policy(opts.retry, "worker.new") or retry.presets.default
+  w.store_results = opts.store_results and true or false
+  w.result_ttl = opts.result_ttl
+  w.on_event = opts.on_event
+  if w.on_event ~= nil and type(w.on_event) ~= "function" then
+    error("worker.new: 'on_event' must be a function", 2)
+  end
+  if opts.log == false then
+    w.log = function() end
+  else
+    w.log = opts.log or default_log
+    if type(w.log) ~= "function" then error("worker.new: 'log' must be a function or false", 2) end
+  end
+  if opts.broker ~= nil then
+    if opts.connect ~= nil then error("worker.new: give 'broker' or 'connect', not both", 2) end
+    w.broker = opts.broker
+  elseif opts.connect ~= nil then
+    local c = opts.connect
+    if type(c) == "string" then c = { dsn = c } end
+    if type(c) == "table" then
+      local copy = {}
+      for k, v in pairs(c) do copy[k] = v end
+      if opts.queue then copy.queue = opts.queue end
+      if opts.worker_id then copy.worker_id = opts.worker_id end
+      if opts.recover_interval then copy.recover_interval = opts.recover_interval end
+      c = copy
+    elseif type(c) ~= "string" then
+      error("worker.new: 'connect' must be a DSN string or an options table", 2)
+    end
+    local b, err = celers.connect(c)
+    if not b then return nil, err end
+    w.broker = b
+    w.owns_broker = true
+  else
+    error("worker.new: 'broker' or 'connect' is required", 2)
+  end
+  if opts.queue and w.broker:queue() ~= opts.queue then
+    w.broker = w.broker:with_queue(opts.queue)
+  end
+  if opts.worker_id then w.broker:worker_id(opts.worker_id) end
+  w.worker_id = w.broker:worker_id()
+  w.counts = { processed = 0, succeeded = 0, failed = 0, retried = 0, dead_lettered = 0,
+               lost = 0, unknown = 0, polls = 0, empty_polls = 0 }
+  w.in_hand = {}
+  return w
+end
+
+--- Register (or replace) a handler.
+function Worker:register(name, fn_or_spec)
+  local t = normalize_handlers { [name] = fn_or_spec }
+  self.handlers[name] = t[name]
+  return self
+end
+
+function Worker:_emit(event, info)
+  if self.on_event then
+    local ok, err = pcall(self.on_event, event, info)
+    if not ok then self.log("warn", "on_event raised: " .. tostring(err)) end
+  end
+end
+
+local function error_text(err)
+  local s
+  if type(err) == "table" then
+    s = err.message and tostring(err.message) or tostring(err)
+    if err.code and err.message then s = tostring(err.code) .. ": " .. s end
+  else
+    s = tostring(err)
+  end
+  if #s > MAX_ERROR then s = s:sub(1, MAX_ERROR) .. "..." end
+  return s
+end
+M.error_text = error_text
+
+-- The lease of a task in hand, in seconds.
+function Worker:_lease_of(task)
+  return task.timeout or self.lease or 300
+end
+
+-- Extend the leases of the tasks in hand whose last extension is older than the heartbeat
+-- interval (force: all of them). Tasks whose lease was lost are dropped from the hand.
+function Worker:_heartbeat(force)
+  local now = core.monotonic()
+  local ok_all = true
+  for i = #self.in_hand, 1, -1 do
+    local h = self.in_hand[i]
+    local every = self.heartbeat_every or self:_lease_of(h.task) / 3
+    if force or now - h.touched >= every then
+      local ok, err = self.broker:touch(h.task, self:_lease_of(h.task))
+      if ok then
+        h.touched = now
+      elseif ok == false then
+        h.lost = true
+        table.remove(self.in_hand, i)
+        self.counts.lost = self.counts.lost + 1
+        self.log("warn", ("lease of task %s (%s) was lost"):format(h.task.id, h.task.name))
+        self:_emit("lost", { task = h.task })
+        ok_all = false
+      else
+        self.log("warn", "heartbeat failed: " .. tostring(err))
+      end
+    end
+  end
+  return ok_all
+end
+
+local Ctx = {}
+Ctx.__index = Ctx
+
+--- Extend the lease of this task (and the other tasks in hand) when due. Returns false when
+-- this task's lease was lost: another worker may already run it, so stop early.
+function Ctx:heartbeat()
+  self.worker:_heartbeat(false)
+  return not self.entry.lost
+end
+
+--- Extend this task's lease now, by `seconds` (default: its lease). false: lease lost.
+function Ctx:touch(seconds)
+  if self.entry.lost then return false end
+  local ok = self.worker.broker:touch(self.task, seconds or self.worker:_lease_of(self.task))
+  if ok == false then self.entry.lost = true end
+  if ok then self.entry.touched = core.monotonic() end
+  return not self.entry.lost
+end
+
+local pack = table.pack or function(...) return { n = select("#", ...), ... } end
+
+-- Settle one task after its handler ran.
+function Worker:_settle(task, handler, ok, res, err)
+  local b = self.broker
+  if ok then
+    local store = handler.store_result
+    if store == nil then store = self.store_results end
+    if store and b.store_result then
+      local sok, serr = b:store_result(task.id, {
+        task_name = task.name, status = "success", result = res,
+        ttl = handler.result_ttl or self.result_ttl,
+      })
+      if not sok then self.log("warn", "storing the result of " .. task.id .. " failed: " .. tostring(serr)) end
+    end
+    if self._defer_ack then
+      -- one task at a time: the next claim acks this one in the same round trip
+      -- (ack_and_dequeue); see Worker:step and Worker:_flush_ack
+      self._pending_ack = { task = task, result = res }
+      return
+    end
+    self:_acked(task, res, b:ack(task))
+    return
+  end
+  self:_failed(task, handler, err)
+end
+
+-- The outcome of acking a task that succeeded.
+function Worker:_acked(task, res, acked, aerr)
+  local c = self.counts
+  if acked then
+    c.succeeded = c.succeeded + 1
+    self:_emit("success", { task = task, result = res })
+  elseif acked == false then
+    c.lost = c.lost + 1
+    self.log("warn", ("task %s (%s) finished after its lease was lost; not acked"):format(task.id, task.name))
+    self:_emit("lost", { task = task, result = res })
+  else
+    self.log("error", "ack failed: " .. tostring(aerr))
+  end
+end
+
+-- Settle a task whose handler failed: retry after the policy's delay, or dead-letter it.
+function Worker:_failed(task, handler, err)
+  local b = self.broker
+  local c = self.counts
+  c.failed = c.failed + 1
+  local msg = error_text(err)
+  local policy = handler.retry or self.retry
+  local attempt = task.retry_count or 1
+  local settled, outcome, serr
+  if policy:should_retry(attempt, err) and attempt <= (task.max_retries or 0) then
+    local delay = policy:delay(attempt)
+    settled, outcome = b:retry(task, delay, msg)
+    if settled then
+      self:_emit("retry", { task = task, error = err, delay = delay, outcome = outcome })
+    end
+  else
+    settled, outcome = b:reject(task, { requeue = false, error = msg })
+  end
+  if settled then
+    if outcome == "retry" then c.retried = c.retried + 1 else c.dead_lettered = c.dead_lettered + 1 end
+    self.log("info", ("task %s (%s) failed (attempt %d): %s -> %s"):format(
+      task.id, task.name, attempt, msg, outcome == "retry" and "retry" or "dead-letter queue"))
+    if outcome ~= "retry" then self:_emit("dead_letter", { task = task, error = err }) end
+    local store = handler.store_result
+    if store == nil then store = self.store_results end
+    if store and outcome ~= "retry" and b.store_result then
+      b:store_result(task.id, { task_name = task.name, status = "failure", error = msg,
+                                ttl = handler.result_ttl or self.result_ttl })
+    end
+  elseif settled == false then
+    c.lost = c.lost + 1
+    self:_emit("lost", { task = task, error = err })
+  else
+    serr = outcome
+    self.log("error", "settling failed task " .. task.id .. ": " .. tostring(serr))
+  end
+end
+
+--- Run the handler of one claimed task and settle it.
+function Worker:process(task, entry)
+  entry = entry or { task = task, touched = core.monotonic() }
+  local c = self.counts
+  c.processed = c.processed + 1
+  local handler = self.handlers[task.name]
+  if not handler then
+    c.unknown = c.unknown + 1
+    local names = {}
+    for n in pairs(self.handlers) do names[#names + 1] = n end
+    table.sort(names)
+    local msg = ("no handler for task '%s' on this worker (it handles: %s)"):format(
+      task.name, #names > 0 and table.concat(names, ", ") or "nothing")
+    local ok = self.broker:reject(task, { requeue = false, error = msg })
+    if ok then c.dead_lettered = c.dead_lettered + 1 end
+    self.log("warn", msg .. " -> dead-letter queue")
+    self:_emit("unknown", { task = task, error = msg })
+    return
+  end
+  local ctx = setmetatable({ worker = self, task = task, entry = entry, broker = self.broker,
+                             attempt = task.retry_count }, Ctx)
+  self:_emit("start", { task = task })
+  local r = pack(pcall(handler.fn, task.payload, ctx))
+  if entry.lost then
+    return -- its lease was lost (counted then): another worker may hold it now
+  end
+  if not r[1] then
+    self:_settle(task, handler, false, nil, r[2])
+  elseif r[2] == nil and r[3] ~= nil then
+    self:_settle(task, handler, false, nil, r[3])
+  else
+    self:_settle(task, handler, true, r[2])
+  end
+end
+
+-- Should the loop stop? (a stop signal or stop() was called)
+function Worker:stopping()
+  if self._stop then return true end
+  local sig = core.stop_signal()
+  if sig then
+    self._stop = true
+    self.stop_reason = sig == core.SIGINT and "SIGINT" or "SIGTERM"
+    self.log("info", "received " .. self.stop_reason .. ": finishing the tasks in hand")
+    return true
+  end
+  return false
+end
+
+--- Ask the run loop to stop after the tasks in hand.
+function Worker:stop()
+  self._stop = true
+  self.stop_reason = self.stop_reason or "stop()"
+end
+
+--- Claim up to n tasks (default batch_size) and process them. Returns the number claimed,
+-- or nil and an error when the claim failed.
+function Worker:step(n)
+  n = n or self.batch_size
+  local b = self.broker
+  self.counts.polls = self.counts.polls + 1
+  local tasks, err
+  local dq_opts = self.lease and { lease = self.lease } or nil
+  if n == 1 and b.ack_and_dequeue then
+    -- ack the previous task (if any) and claim the next one in one round trip
+    local prev = self._pending_ack
+    self._pending_ack = nil
+    local acked, t = b:ack_and_dequeue(prev and prev.task or nil, dq_opts)
+    if acked == nil then
+      err = t
+      if prev then self:_acked(prev.task, prev.result, b:ack(prev.task)) end -- fenced: never twice
+    elseif prev then
+      self:_acked(prev.task, prev.result, acked)
+    end
+    tasks = t and { t } or (err == nil and {} or nil)
+  elseif n == 1 then
+    self:_flush_ack()
+    local t
+    t, err = b:dequeue(dq_opts)
+    tasks = t and { t } or (err == nil and {} or nil)
+  else
+    self:_flush_ack()
+    tasks, err = b:dequeue_batch(n, dq_opts)
+  end
+  if not tasks then return nil, err end
+  if #tasks == 0 then
+    self.counts.empty_polls = self.counts.empty_polls + 1
+    return 0
+  end
+  local now = core.monotonic()
+  self._defer_ack = n == 1 and b.ack_and_dequeue ~= nil
+  local order = {}
+  for i, t in ipairs(tasks) do order[i] = { task = t, touched = now } end
+  local hand = {}
+  for i, e in ipairs(order) do hand[i] = e end
+  self.in_hand = hand -- what ctx:heartbeat() and the batch heartbeat extend
+  for _, entry in ipairs(order) do
+    if not entry.lost then
+      self:_heartbeat(false)
+      if not entry.lost then self:process(entry.task, entry) end
+      for i = #hand, 1, -1 do
+        if hand[i] == entry then table.remove(hand, i) end
+      end
+    end
+  end
+  self._defer_ack = false
+  return #tasks
+end
+
+-- Ack the task whose ack was deferred to the next claim (before sleeping or stopping).
+function Worker:_flush_ack()
+  local prev = self._pending_ack
+  if prev then
+    self._pending_ack = nil
+    self:_acked(prev.task, prev.result, self.broker:ack(prev.task))
+  end
+end
+
+--- Process tasks until stopped. opts: max_tasks (stop after that many claimed), idle_exit
+-- (return once nothing was found for that many seconds; 0 = at the first empty poll),
+-- trap_signals (default true: SIGTERM/SIGINT stop the loop gracefully).
+-- Returns the counts table {processed=, succeeded=, failed=, retried=, dead_lettered=, lost=,
+-- unknown=, polls=, empty_polls=}.
+function Worker:run(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("worker:run: 'opts' must be a table", 2) end
+  local max_tasks, idle_exit = opts.max_tasks, opts.idle_exit
+  if max_tasks ~= nil and (type(max_tasks) ~= "number" or max_tasks < 0) then
+    error("worker:run: 'max_tasks' must be a non-negative number", 2)
+  end
+  if idle_exit ~= nil and (type(idle_exit) ~= "number" or idle_exit < 0) then
+    error("worker:run: 'idle_exit' must be a non-negative number of seconds", 2)
+  end
+  local trap = opts.trap_signals ~= false
+  if trap then core.trap_stop_signals() end
+  self._stop = false
+  local claimed = 0
+  local delay = 0
+  local idle_since = nil
+  self.log("info", ("worker %s started on queue %s (%d handlers)"):format(
+    self.worker_id, self.broker:queue(), self:_handler_count()))
+  self:_emit("started", { worker_id = self.worker_id })
+  while not self:stopping() do
+    if max_tasks and claimed >= max_tasks then break end
+    local n = self.batch_size
+    if max_tasks then n = math.min(n, max_tasks - claimed) end
+    local got, err = self:step(n)
+    if got == nil then
+      self.log("error", "claiming failed: " .. tostring(err))
+      delay = math.max(delay, self.poll_max)
+      core.sleep(delay)
+    elseif got > 0 then
+      claimed = claimed + got
+      delay, idle_since = 0, nil
+    else
+      self:_flush_ack()
+      local now = core.monotonic()
+      idle_since = idle_since or now
+      if idle_exit and now - idle_since >= idle_exit then break end
+      if delay == 0 then delay = self.poll_min else delay = math.min(self.poll_max, delay * self.poll_factor) end
+      if idle_exit then delay = math.min(delay, math.max(0, idle_since + idle_exit - now) + 0.001) end
+      if not self:stopping() then core.sleep(delay) end
+    end
+  end
+  self:_flush_ack()
+  self:_emit("stopped", { worker_id = self.worker_id, reason = self.stop_reason, counts = self.counts })
+  if trap then core.default_stop_signals() end
+  return self.counts
+end
+
+function Worker:_handler_count()
+  local n = 0
+  for _ in pairs(self.handlers) do n = n + 1 end
+  return n
+end
+
+--- Close the broker when the worker opened it.
+function Worker:close()
+  if self.owns_broker and self.broker then self.broker:close() end
+end
+
+M.Worker = Worker
+
+------------------------------------------------------------------------------------------
+-- Pools of worker processes
+--
+-- The parent opens no connection: each child connects anew after the fork (a MySQL
+-- connection must never be shared across fork; closing the parent's copy in a child would
+-- send COM_QUIT on the parent's socket). Children end with os.exit(code, false), which runs
+-- no __gc at all, so even a broker the caller opened before the fork is left alone - but do
+-- not *use* such a broker in a child: pass connect options (a DSN) to the pool.
+
+local Pool = {}
+Pool.__index = Pool
+
+local POOL_OPTIONS = {
+  processes = true, connect = true, worker = true, setup = true, restart = true,
+  restart_delay = true, stop_timeout = true, run = true, log = true, on_event = true,
+}
+
+--- A pool of `processes` worker processes. Options: connect (DSN or connect options, each
+-- child connects with it), worker (options for worker.new in the child, without broker/
+-- connect), setup (function(index) -> worker options, run in the child instead of `worker`),
+-- run (options of worker:run in the child), restart (true: restart children that crash or
+-- are killed; one that exits with code 0 has finished on purpose and is not restarted),
+-- restart_delay (1 s), stop_timeout (30 s: then SIGKILL), log, on_event(event, info).
+function M.pool(opts)
+  if type(opts) ~= "table" then error("worker.pool: 'opts' must be a table", 2) end
+  for k in pairs(opts) do
+    if not POOL_OPTIONS[k] then error(("worker.pool: unknown option '%s'"):format(tostring(k)), 2) end
+  end
+  local n = opts.processes or 2
+  if type(n) ~= "number" or n < 1 or math.floor(n) ~= n then
+    error("worker.pool: 'processes' must be a positive integer", 2)
+  end
+  if type(opts.connect) ~= "string" and type(opts.connect) ~= "table" then
+    error("worker.pool: 'connect' must be a DSN string or connect options "
+      .. "(not a broker: each process connects itself)", 2)
+  end
+  if opts.worker ~= nil and type(opts.worker) ~= "table" then
+    error("worker.pool: 'worker' must be a table of worker options", 2)
+  end
+  if opts.setup ~= nil and type(opts.setup) ~= "function" then
+    error("worker.pool: 'setup' must be a function", 2)
+  end
+  if opts.worker == nil and opts.setup == nil then
+    error("worker.pool: give 'worker' options (with handlers) or a 'setup' function", 2)
+  end
+  local log = opts.log
+  if log == false then log = function() end end
+  return setmetatable({
+    processes = n, connect = opts.connect, worker_opts = opts.worker, setup = opts.setup,
+    run_opts = opts.run or {}, restart = opts.restart ~= false,
+    restart_delay = opts.restart_delay or 1, stop_timeout = opts.stop_timeout or 30,
+    log = log or default_log, on_event = opts.on_event,
+    children = {}, -- pid -> slot index
+    slots = {},    -- index -> { pid=, started=, restarts= }
+    exits = {},
+  }, Pool)
+end
+
+function Pool:_emit(event, info)
+  if self.on_event then pcall(self.on_event, event, info) end
+end
+
+-- In the child: build the worker, run it, exit.
+function Pool:_child(index)
+  core.default_stop_signals()
+  core.trap_stop_signals()
+  local code = 0
+  local ok, err = pcall(function()
+    local wopts = {}
+    local src = self.setup and self.setup(index) or self.worker_opts
+    for k, v in pairs(src) do wopts[k] = v end
+    wopts.connect = self.connect
+    if not wopts.worker_id then
+      wopts.worker_id = ("%s:%d:w%d"):format(core.hostname(), core.getpid(), index)
+    end
+    local w, werr = M.new(wopts)
+    if not w then error(werr, 0) end
+    local run_opts = {}
+    for k, v in pairs(self.run_opts) do run_opts[k] = v end
+    run_opts.trap_signals = false
+    w:run(run_opts)
+    w:close()
+  end)
+  if not ok then
+    io.stderr:write(("celers pool: worker %d (pid %d) failed: %s\n"):format(index, core.getpid(), tostring(err)))
+    code = 1
+  end
+  io.stdout:flush()
+  io.stderr:flush()
+  os.exit(code, false) -- no __gc: nothing inherited from the parent is closed from here
+end
+
+function Pool:_spawn(index)
+  io.stdout:flush()
+  io.stderr:flush()
+  local pid = core.fork()
+  if pid == 0 then self:_child(index) end
+  local slot = self.slots[index] or { restarts = -1 }
+  slot.pid, slot.started = pid, core.monotonic()
+  slot.restarts = slot.restarts + 1
+  self.slots[index] = slot
+  self.children[pid] = index
+  self.log("info", ("started worker %d (pid %d)"):format(index, pid))
+  self:_emit("spawn", { index = index, pid = pid })
+  return pid
+end
+
+--- Start the children (returns at once; see :supervise, or use :run).
+function Pool:start()
+  for i = 1, self.processes do self:_spawn(i) end
+  return self
+end
+
+--- Pids of the live children, in slot order.
+function Pool:pids()
+  local out = {}
+  for i = 1, self.processes do
+    local s = self.slots[i]
+    if s and s.pid then out[#out + 1] = s.pid end
+  end
+  return out
+end
+
+--- Number of live children.
+function Pool:alive()
+  local n = 0
+  for _ in pairs(self.children) do n = n + 1 end
+  return n
+end
+
+-- Reap children that ended; restart them unless stopping. Returns how many ended.
+function Pool:_reap(stopping)
+  local ended = 0
+  while true do
+    local pid, how, code = core.wait(nil, true)
+    if not pid or pid == 0 then break end
+    local index = self.children[pid]
+    if index then
+      self.children[pid] = nil
+      ended = ended + 1
+      self.slots[index].pid = nil
+      self.exits[#self.exits + 1] = { index = index, pid = pid, how = how, code = code }
+      self:_emit("exit", { index = index, pid = pid, how = how, code = code })
+      -- exit code 0 means the worker finished on purpose (max_tasks, idle_exit, a SIGTERM
+      -- sent to it alone): it is not restarted. A crash or a kill is.
+      local clean = how == "exited" and code == 0
+      if not stopping then
+        local again = self.restart and not clean
+        self.log(clean and "info" or "warn", ("worker %d (pid %d) %s %d%s"):format(
+          index, pid, how == "exited" and "exited with code" or "was killed by signal", code,
+          again and "; restarting it" or ""))
+        if again then self.slots[index].restart_at = core.monotonic() + self.restart_delay end
+      end
+    end
+  end
+  if not stopping then
+    local now = core.monotonic()
+    for i = 1, self.processes do
+      local s = self.slots[i]
+      if s and not s.pid and s.restart_at and now >= s.restart_at then
+        s.restart_at = nil
+        self:_spawn(i)
+      end
+    end
+  end
+  return ended
+end
+
+function Pool:_restarts_pending()
+  for i = 1, self.processes do
+    if self.slots[i] and self.slots[i].restart_at then return true end
+  end
+  return false
+end
+
+--- Send SIGTERM to every child and wait for them (SIGKILL after stop_timeout seconds).
+function Pool:stop()
+  for pid in pairs(self.children) do core.kill(pid, core.SIGTERM) end
+  local deadline = core.monotonic() + self.stop_timeout
+  while next(self.children) do
+    self:_reap(true)
+    if not next(self.children) then break end
+    if core.monotonic() > deadline then
+      for pid in pairs(self.children) do
+        self.log("warn", ("worker pid %d did not stop in %gs: SIGKILL"):format(pid, self.stop_timeout))
+        core.kill(pid, core.SIGKILL)
+      end
+      deadline = math.huge
+    end
+    core.sleep(0.05)
+  end
+end
+
+--- Run the pool until SIGTERM/SIGINT, until opts.until_fn(pool) returns true, or until every
+-- worker has exited on its own (run options max_tasks/idle_exit): start the children,
+-- restart those that crash, then stop them all gracefully. opts.on_tick(pool) runs about every
+-- opts.tick seconds (1). Returns a list of exits {index=, pid=, how=, code=}.
+function Pool:run(opts)
+  opts = opts or {}
+  core.trap_stop_signals()
+  if not next(self.children) then self:start() end
+  local tick = opts.tick or 1
+  local last_tick = core.monotonic()
+  while not core.stop_signal() do
+    self:_reap(false)
+    if opts.until_fn and opts.until_fn(self) then break end
+    if not next(self.children) and not self:_restarts_pending() then break end -- all done
+    if opts.on_tick and core.monotonic() - last_tick >= tick then
+      last_tick = core.monotonic()
+      opts.on_tick(self)
+    end
+    core.sleep(0.1)
+  end
+  local sig = core.stop_signal()
+  self.log("info", ("stopping %d workers%s"):format(self:alive(), sig and " (signal " .. sig .. ")" or ""))
+  self:stop()
+  core.default_stop_signals()
+  return self.exits
+end
+
+M.Pool = Pool
+
+return M
