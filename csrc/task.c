@@ -22,7 +22,7 @@ void ce_task_spec_init(ce_task_spec *t)
     "INSERT INTO celers_tasks (id, task_name, payload, payload_type, priority, max_retries, "      \
     "queue, scheduled_at, timeout_seconds, metadata, idempotency_key, created_at) VALUES "
 #define INSERT_ROW                                                                                 \
-    "(?, ?, ?, ?, ?, ?, ?, COALESCE(FROM_UNIXTIME(?), "                                            \
+    "(?, ?, ?, ?, ?, ?, ?, COALESCE(FROM_UNIXTIME(CAST(? AS DECIMAL(20, 6))), "                    \
     "DATE_ADD(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)), ?, ?, ?, NOW(6))"
 #define INSERT_PARAMS 12
 /* The same row for a task due now: two parameters and the date arithmetic fewer per row. */

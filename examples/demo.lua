@@ -10,7 +10,8 @@ if not dsn then
   os.exit(2)
 end
 
-local emails = assert(celers.connect(dsn .. (dsn:find("?", 1, true) and "&" or "?") .. "queue=demo_emails"))
+local sep = dsn:find("?", 1, true) and "&" or "?"
+local emails = assert(celers.connect(dsn .. sep .. "queue=demo_emails"))
 local reports = emails:with_queue("demo_reports")
 
 local applied = assert(emails:migrate())
@@ -29,11 +30,14 @@ print("single task          ", id)
 local ids = assert(emails:enqueue_batch {
   { name = "send_email", payload = { to = "bob@example.com", subject = "Invoice" } },
   { name = "send_email", payload = { to = "cy@example.com", subject = "Receipt" } },
-  { name = "send_email", payload = { to = "broken@example.com", subject = "Bounce" }, max_retries = 0 },
+  { name = "send_email", max_retries = 0,
+    payload = { to = "broken@example.com", subject = "Bounce" } },
 })
 print("batch of 3 (one tx)  ", table.concat(ids, " "))
-print("urgent (priority 10) ", (assert(emails:enqueue("send_email", { to = "ops@example.com", subject = "Pager" }, { priority = 10 }))))
-print("delayed by 1 hour    ", (assert(emails:enqueue_after("send_email", { to = "later@example.com", subject = "Reminder" }, 3600))))
+local urgent = { to = "ops@example.com", subject = "Pager" }
+print("urgent (priority 10) ", (assert(emails:enqueue("send_email", urgent, { priority = 10 }))))
+local later = { to = "later@example.com", subject = "Reminder" }
+print("delayed by 1 hour    ", (assert(emails:enqueue_after("send_email", later, 3600))))
 print("report (other queue) ", (assert(reports:enqueue("build_report", "monthly", { priority = 5 }))))
 print(("queue sizes: demo_emails=%d demo_reports=%d"):format(emails:queue_size(), reports:queue_size()))
 
@@ -64,6 +68,6 @@ for _, b in ipairs { emails, reports } do
     b:queue(), s.pending, s.scheduled, s.processing, s.completed, s.dlq))
 end
 for _, entry in ipairs(assert(emails:list_dlq { limit = 5 })) do
-  print(("dead letter: %s %s: %s"):format(entry.task_name or entry.name, entry.task_id, entry.error or entry.error_message))
+  print(("dead letter: %s %s: %s"):format(entry.name, entry.task_id, entry.error))
 end
 emails:close()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: install what is missing, build, start the private MariaDB in .db/ (unless
-# CELERS_DSN names your own server), then run examples/demo.lua against it. The private server
+# CELERS_DSN names your own server), then run examples/demo.lua (producer, workers on two
+# queues, results and statistics) and examples/worker_pool.lua (a pool of processes). The private server
 # keeps running afterwards so you can try bin/celers on it; `make db-stop` stops it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,7 +14,12 @@ if [ -z "${CELERS_DSN:-}" ]; then
 fi
 export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;"
 export LUA_CPATH="$ROOT/build/lua5.4/?.so;;"
+export CELERS_DSN
+echo "== examples/demo.lua: a producer and a worker per queue"
 lua5.4 examples/demo.lua "$CELERS_DSN"
+echo
+echo "== examples/worker_pool.lua: a pool of worker processes draining a queue"
+lua5.4 examples/worker_pool.lua
 echo
 echo "The demo database is still running: export CELERS_DSN='$CELERS_DSN'"
 echo "then try: bin/celers stats, bin/celers tasks list, bin/celers dlq list. Stop it with: make db-stop"

@@ -26,9 +26,8 @@ local function parse(text)
       local metric, rest = line:match("^([a-zA-Z_:][a-zA-Z0-9_:]*)(.*)$")
       assert(metric, "bad line: " .. line)
       assert.is_string(typed[metric], "sample before TYPE: " .. line)
-      local labels, value = {}, nil
-      local body
-      body, value = rest:match("^{(.*)} (%S+)$")
+      local labels = {}
+      local body, value = rest:match("^{(.*)} (%S+)$")
       if body then
         local pos = 1
         while pos <= #body do

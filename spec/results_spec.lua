@@ -6,7 +6,8 @@ local dsn = helper.fresh_dsn("results")
 local q = helper.sql_string
 
 local function row(task_id)
-  return helper.query(dsn, "SELECT task_name, state, COALESCE(CAST(result AS CHAR), 'NULL'), result_type, COALESCE(error_message, 'NULL'), "
+  return helper.query(dsn, "SELECT task_name, state, COALESCE(CAST(result AS CHAR), 'NULL'), result_type, "
+    .. "COALESCE(error_message, 'NULL'), "
     .. "completed_at IS NOT NULL, expires_at IS NOT NULL, queue FROM celers_results WHERE task_id = " .. q(task_id))[1]
 end
 
