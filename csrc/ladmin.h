@@ -18,5 +18,7 @@ const char *ladmin_check_name(lua_State *L, int idx, const char *fn, const char 
 
 /* Health and upkeep methods (lupkeep.c) into the methods table on top of the stack. */
 void lupkeep_register(lua_State *L);
+/* Worker registry methods (lworkers.c). */
+void lworkers_register(lua_State *L);
 
 #endif

@@ -31,6 +31,7 @@ Commands:
   export FILE             write tasks (and optionally DLQ entries, results) as JSON Lines
   import FILE             read tasks back from JSON Lines
   health                  check the database connection and queue
+  workers                 the workers of the queue, from the worker registry
   metrics                 Prometheus metrics of the queue
 
 Options for every command:
@@ -149,6 +150,15 @@ Usage: celers health
 
 Checks the connection and prints the server version, latency and queue counts.
 Exits 1 when unhealthy.]],
+  workers = [[
+Usage: celers workers [--stale-after S] [--prune S]
+
+Lists the workers that reported to the registry (celers_workers) for the queue, most
+recently seen first; AGE is seconds since the last report (workers report every 10 s).
+
+Options:
+  --stale-after S   only workers seen within the last S seconds
+  --prune S         first delete the rows of workers not seen for S seconds]],
   metrics = [[
 Usage: celers metrics
 
@@ -172,6 +182,7 @@ local OPTS = {
   export = { state = "list", queues = "value", dlq = "flag", results = "flag" },
   import = { ["on-error"] = "value", batch = "value", ["requeue-dlq"] = "flag", ["into-queue"] = "value" },
   health = {}, metrics = {},
+  workers = { ["stale-after"] = "value", prune = "value" },
 }
 local GLOBAL_OPTS = { dsn = "value", queue = "value", json = "flag", help = "flag", version = "flag" }
 
@@ -721,6 +732,28 @@ function commands.health(o)
     print_kv(h, { "healthy", "queue", "server_version", "latency_ms", "pending", "processing", "dlq", "error" })
   end
   return h.healthy and 0 or 1
+end
+
+local WORKER_COLS = {
+  { "worker_id", "WORKER" }, { "hostname", "HOST" }, { "pid", "PID" },
+  { "started_at", "STARTED", fmt_time }, { "age", "AGE", function(v) return ("%.1f"):format(v or 0) end },
+  { "processed", "PROCESSED" }, { "failed", "FAILED" },
+}
+
+function commands.workers(o)
+  local b, err = connect(o)
+  if not b then return fail(err) end
+  local prune = number_opt(o, "prune", false, 0)
+  if prune then
+    local n, perr = b:prune_workers(prune)
+    if not n then return fail(perr) end
+    if not o.json then out("pruned ", n, " stale worker rows\n") end
+  end
+  local list, lerr = b:list_workers { stale_after = number_opt(o, "stale-after", false, 0) }
+  if not list then return fail(lerr) end
+  if o.json then emit_json(list) return 0 end
+  print_table(list, WORKER_COLS)
+  return 0
 end
 
 function commands.metrics(o)

@@ -34,7 +34,7 @@ local OPTIONS = {
   broker = true, connect = true, queue = true, handlers = true, batch_size = true,
   poll_min = true, poll_max = true, poll_factor = true, lease = true, heartbeat = true,
   retry = true, store_results = true, result_ttl = true, worker_id = true, on_event = true,
-  log = true, recover_interval = true,
+  log = true, recover_interval = true, report_every = true,
 }
 
 local HANDLER_OPTIONS = { fn = true, retry = true, store_result = true, result_ttl = true }
@@ -102,7 +102,9 @@ end
 -- queue, handlers, batch_size (1), poll_min (0.05), poll_max (2), poll_factor (2),
 -- lease (the broker's), heartbeat (seconds between automatic lease extensions; lease/3),
 -- retry (policy, preset name or options; default: retry.presets.default), store_results
--- (false), result_ttl, worker_id, on_event(event, info), log(level, message) or false.
+-- (false), result_ttl, worker_id, on_event(event, info), log(level, message) or false,
+-- report_every (seconds between rows written to the worker registry, celers_workers; 10;
+-- false: never).
 function M.new(opts)
   if type(opts) ~= "table" then error("worker.new: 'opts' must be a table", 2) end
   for k in pairs(opts) do
@@ -121,6 +123,11 @@ function M.new(opts)
   w.lease = opts.lease and opt_number(opts, "lease", nil, 0.001)
   w.heartbeat_every = opts.heartbeat and opt_number(opts, "heartbeat", nil, 0.001)
   w.retry = as_policy(opts.retry, "worker.new") or retry.presets.default
+  if opts.report_every == false then
+    w.report_every = false
+  else
+    w.report_every = opt_number(opts, "report_every", 10, 0)
+  end
   w.store_results = opts.store_results and true or false
   w.result_ttl = opts.result_ttl
   w.on_event = opts.on_event
@@ -466,7 +473,9 @@ function Worker:run(opts)
   self.log("info", ("worker %s started on queue %s (%d handlers)"):format(
     self.worker_id, self.broker:queue(), self:_handler_count()))
   self:_emit("started", { worker_id = self.worker_id })
+  self:_report(true)
   while not self:stopping() do
+    self:_report(false)
     if max_tasks and claimed >= max_tasks then break end
     local n = self.batch_size
     if max_tasks then n = math.min(n, max_tasks - claimed) end
@@ -489,9 +498,29 @@ function Worker:run(opts)
     end
   end
   self:_flush_ack()
+  -- A worker that stops cleanly leaves the registry; one that dies leaves a stale row.
+  if self.report_every then self.broker:remove_worker() end
   self:_emit("stopped", { worker_id = self.worker_id, reason = self.stop_reason, counts = self.counts })
   if trap then core.default_stop_signals() end
   return self.counts
+end
+
+-- Write this worker's row in the registry (celers_workers) when report_every has passed
+-- (force: now). A failure is logged, never fatal: the registry is for people watching.
+function Worker:_report(force)
+  if not self.report_every then return end
+  local now = core.monotonic()
+  if not force and self._reported and now - self._reported < self.report_every then return end
+  self._reported = now
+  local names = {}
+  for name in pairs(self.handlers) do names[#names + 1] = name end
+  table.sort(names)
+  local ok, err = self.broker:heartbeat_worker {
+    processed = self.counts.processed,
+    failed = self.counts.failed,
+    info = { handlers = names, batch_size = self.batch_size },
+  }
+  if not ok then self.log("warn", "worker registry: " .. tostring(err)) end
 end
 
 function Worker:_handler_count()
