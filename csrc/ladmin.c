@@ -8,38 +8,12 @@
 #include "auxiliar.h"
 #include "ladmin.h"
 #include "lbroker.h"
+#include "lrows.h"
 #include "task.h"
 
 #define DEFAULT_LIMIT 100
 
 /* ---- helpers shared with lupkeep.c ---------------------------------------------------- */
-
-void ladmin_set_string(lua_State *L, const ce_value *v, const char *key)
-{
-    if (!v->data) return;
-    lua_pushlstring(L, v->data, v->len);
-    lua_setfield(L, -2, key);
-}
-
-void ladmin_set_number(lua_State *L, const ce_value *v, const char *key)
-{
-    if (!v->data) return;
-    lua_pushnumber(L, strtod(v->data, NULL));
-    lua_setfield(L, -2, key);
-}
-
-void ladmin_set_integer(lua_State *L, const ce_value *v, const char *key)
-{
-    if (!v->data) return;
-    lua_pushinteger(L, (lua_Integer)strtoll(v->data, NULL, 10));
-    lua_setfield(L, -2, key);
-}
-
-void ladmin_set_count(lua_State *L, long long n, const char *key)
-{
-    lua_pushinteger(L, (lua_Integer)n);
-    lua_setfield(L, -2, key);
-}
 
 int ladmin_push_count(lua_State *L, int rc, unsigned long long n, const ce_error *err)
 {
@@ -76,7 +50,7 @@ static int push_tasks(lua_State *L, int rc, ce_rows *rows, const ce_error *err)
     if (rc < 0) return aux_push_error(L, err);
     lua_createtable(L, (int)rows->nrows, 0);
     for (unsigned int i = 0; i < rows->nrows; i++) {
-        lbroker_push_task(L, rows, i);
+        lrows_push_task(L, rows, i);
         lua_rawseti(L, -2, (int)i + 1);
     }
     ce_rows_free(rows);
@@ -117,14 +91,14 @@ static int get_statistics(lua_State *L)
     ce_error err;
     if (ce_get_statistics(b->shared->conn, b->queue, &s, &err) < 0) return aux_push_error(L, &err);
     lua_createtable(L, 0, 8);
-    ladmin_set_count(L, s.pending, "pending");
-    ladmin_set_count(L, s.processing, "processing");
-    ladmin_set_count(L, s.completed, "completed");
-    ladmin_set_count(L, s.failed, "failed");
-    ladmin_set_count(L, s.cancelled, "cancelled");
-    ladmin_set_count(L, s.scheduled, "scheduled");
-    ladmin_set_count(L, s.dlq, "dlq");
-    ladmin_set_count(L, s.total, "total");
+    lrows_set_count(L, s.pending, "pending");
+    lrows_set_count(L, s.processing, "processing");
+    lrows_set_count(L, s.completed, "completed");
+    lrows_set_count(L, s.failed, "failed");
+    lrows_set_count(L, s.cancelled, "cancelled");
+    lrows_set_count(L, s.scheduled, "scheduled");
+    lrows_set_count(L, s.dlq, "dlq");
+    lrows_set_count(L, s.total, "total");
     return 1;
 }
 
@@ -139,7 +113,7 @@ static int count_by_task_name(lua_State *L)
         return aux_push_error(L, &err);
     lua_createtable(L, 0, (int)rows.nrows);
     for (unsigned int i = 0; i < rows.nrows; i++)
-        ladmin_set_integer(L, CE_CELL(&rows, i, 1), CE_CELL(&rows, i, 0)->data);
+        lrows_set_integer(L, CE_CELL(&rows, i, 1), CE_CELL(&rows, i, 0)->data);
     ce_rows_free(&rows);
     return 1;
 }
@@ -246,7 +220,7 @@ static int store_result(lua_State *L)
         r.result = lua_tolstring(L, 4, &len);
         r.result_type = "raw";
     } else if (t == LUA_TTABLE || t == LUA_TNUMBER || t == LUA_TBOOLEAN) {
-        r.result = lbroker_encode_json(L, 4, fn, "result", &len); /* anchored at 5 */
+        r.result = lrows_encode_json(L, 4, fn, "result", &len); /* anchored at 5 */
         r.result_type = "json";
     } else if (t != LUA_TNIL) {
         aux_arg_error(L, fn, "result", "a string, table, number or boolean", 4);
@@ -276,24 +250,24 @@ static int get_result(lua_State *L)
     res = CE_CELL(&rows, 0, CE_R_RESULT);
     type = CE_CELL(&rows, 0, CE_R_RESULT_TYPE);
     lua_createtable(L, 0, 12);
-    ladmin_set_string(L, CE_CELL(&rows, 0, CE_R_TASK_ID), "task_id");
-    ladmin_set_string(L, CE_CELL(&rows, 0, CE_R_TASK_NAME), "task_name");
-    ladmin_set_string(L, CE_CELL(&rows, 0, CE_R_STATUS), "status");
+    lrows_set_string(L, CE_CELL(&rows, 0, CE_R_TASK_ID), "task_id");
+    lrows_set_string(L, CE_CELL(&rows, 0, CE_R_TASK_NAME), "task_name");
+    lrows_set_string(L, CE_CELL(&rows, 0, CE_R_STATUS), "status");
     if (res->data) {
         if (type->data && strcmp(type->data, "json") == 0)
-            lbroker_push_decoded(L, res->data, res->len);
+            lrows_push_decoded(L, res->data, res->len);
         else
             lua_pushlstring(L, res->data, res->len);
         lua_setfield(L, -2, "result");
     }
-    ladmin_set_string(L, res, "body");
-    ladmin_set_string(L, type, "result_type");
-    ladmin_set_string(L, CE_CELL(&rows, 0, CE_R_ERROR), "error");
-    ladmin_set_number(L, CE_CELL(&rows, 0, CE_R_CREATED_AT), "created_at");
-    ladmin_set_number(L, CE_CELL(&rows, 0, CE_R_COMPLETED_AT), "completed_at");
-    ladmin_set_number(L, CE_CELL(&rows, 0, CE_R_EXPIRES_AT), "expires_at");
-    ladmin_set_string(L, CE_CELL(&rows, 0, CE_R_QUEUE), "queue");
-    ladmin_set_string(L, CE_CELL(&rows, 0, CE_R_ID), "id");
+    lrows_set_string(L, res, "body");
+    lrows_set_string(L, type, "result_type");
+    lrows_set_string(L, CE_CELL(&rows, 0, CE_R_ERROR), "error");
+    lrows_set_number(L, CE_CELL(&rows, 0, CE_R_CREATED_AT), "created_at");
+    lrows_set_number(L, CE_CELL(&rows, 0, CE_R_COMPLETED_AT), "completed_at");
+    lrows_set_number(L, CE_CELL(&rows, 0, CE_R_EXPIRES_AT), "expires_at");
+    lrows_set_string(L, CE_CELL(&rows, 0, CE_R_QUEUE), "queue");
+    lrows_set_string(L, CE_CELL(&rows, 0, CE_R_ID), "id");
     ce_rows_free(&rows);
     return 1;
 }
@@ -324,32 +298,19 @@ static int archive_results(lua_State *L)
 
 static void push_dlq_row(lua_State *L, const ce_rows *rows, unsigned int r)
 {
-    const ce_value *body = CE_CELL(rows, r, CE_D_PAYLOAD);
-    const ce_value *type = CE_CELL(rows, r, CE_D_PAYLOAD_TYPE);
-    const ce_value *meta = CE_CELL(rows, r, CE_D_METADATA);
     lua_createtable(L, 0, 15);
-    ladmin_set_string(L, CE_CELL(rows, r, CE_D_ID), "id");
-    ladmin_set_string(L, CE_CELL(rows, r, CE_D_TASK_ID), "task_id");
-    ladmin_set_string(L, CE_CELL(rows, r, CE_D_NAME), "name");
-    lua_pushlstring(L, body->data ? body->data : "", body->len);
-    lua_setfield(L, -2, "body");
-    if (type->data && strcmp(type->data, "json") == 0)
-        lbroker_push_decoded(L, body->data, body->len);
-    else
-        lua_pushlstring(L, body->data ? body->data : "", body->len);
-    lua_setfield(L, -2, "payload");
-    ladmin_set_string(L, type, "payload_type");
-    ladmin_set_integer(L, CE_CELL(rows, r, CE_D_RETRY_COUNT), "retry_count");
-    ladmin_set_integer(L, CE_CELL(rows, r, CE_D_MAX_RETRIES), "max_retries");
-    ladmin_set_integer(L, CE_CELL(rows, r, CE_D_PRIORITY), "priority");
-    ladmin_set_string(L, CE_CELL(rows, r, CE_D_QUEUE), "queue");
-    ladmin_set_string(L, CE_CELL(rows, r, CE_D_ERROR), "error");
-    ladmin_set_number(L, CE_CELL(rows, r, CE_D_FAILED_AT), "failed_at");
-    ladmin_set_number(L, CE_CELL(rows, r, CE_D_CREATED_AT), "created_at");
-    if (meta->data) {
-        lbroker_push_decoded(L, meta->data, meta->len);
-        lua_setfield(L, -2, "metadata");
-    }
+    lrows_set_string(L, CE_CELL(rows, r, CE_D_ID), "id");
+    lrows_set_string(L, CE_CELL(rows, r, CE_D_TASK_ID), "task_id");
+    lrows_set_string(L, CE_CELL(rows, r, CE_D_NAME), "name");
+    lrows_set_payload(L, CE_CELL(rows, r, CE_D_PAYLOAD), CE_CELL(rows, r, CE_D_PAYLOAD_TYPE));
+    lrows_set_integer(L, CE_CELL(rows, r, CE_D_RETRY_COUNT), "retry_count");
+    lrows_set_integer(L, CE_CELL(rows, r, CE_D_MAX_RETRIES), "max_retries");
+    lrows_set_integer(L, CE_CELL(rows, r, CE_D_PRIORITY), "priority");
+    lrows_set_string(L, CE_CELL(rows, r, CE_D_QUEUE), "queue");
+    lrows_set_string(L, CE_CELL(rows, r, CE_D_ERROR), "error");
+    lrows_set_number(L, CE_CELL(rows, r, CE_D_FAILED_AT), "failed_at");
+    lrows_set_number(L, CE_CELL(rows, r, CE_D_CREATED_AT), "created_at");
+    lrows_set_json(L, CE_CELL(rows, r, CE_D_METADATA), "metadata");
 }
 
 static int list_dlq(lua_State *L)

@@ -6,11 +6,6 @@
 #include "errors.h"
 #include "statement.h"
 
-/* Set field key of the table on top from a cell (nothing for SQL NULL). */
-void ladmin_set_string(lua_State *L, const ce_value *v, const char *key);
-void ladmin_set_number(lua_State *L, const ce_value *v, const char *key);
-void ladmin_set_integer(lua_State *L, const ce_value *v, const char *key);
-void ladmin_set_count(lua_State *L, long long n, const char *key);
 /* Push n, or nil and the error when rc < 0. */
 int ladmin_push_count(lua_State *L, int rc, unsigned long long n, const ce_error *err);
 /* A string argument that must not be empty. */

@@ -10,6 +10,7 @@
 #include "auxiliar.h"
 #include "config.h"
 #include "lbroker.h"
+#include "lrows.h"
 #include "process.h"
 #include "uuid7.h"
 
@@ -192,9 +193,9 @@ static int core_set_json(lua_State *L)
     luaL_checktype(L, 1, LUA_TFUNCTION);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     lua_pushvalue(L, 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "celers.json_encode");
+    lua_setfield(L, LUA_REGISTRYINDEX, LROWS_JSON_ENCODE_KEY);
     lua_pushvalue(L, 2);
-    lua_setfield(L, LUA_REGISTRYINDEX, "celers.json_decode");
+    lua_setfield(L, LUA_REGISTRYINDEX, LROWS_JSON_DECODE_KEY);
     return 0;
 }
 

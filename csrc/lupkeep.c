@@ -6,6 +6,7 @@
 #include "auxiliar.h"
 #include "ladmin.h"
 #include "lbroker.h"
+#include "lrows.h"
 #include "task.h"
 
 static const char *const STATES[] = {"pending", "processing", "completed",
@@ -31,9 +32,9 @@ static int check_health(lua_State *L)
     lua_setfield(L, -2, "server_version");
     lua_pushnumber(L, h.latency_ms);
     lua_setfield(L, -2, "latency_ms");
-    ladmin_set_count(L, h.pending, "pending");
-    ladmin_set_count(L, h.processing, "processing");
-    ladmin_set_count(L, h.dlq, "dlq");
+    lrows_set_count(L, h.pending, "pending");
+    lrows_set_count(L, h.processing, "processing");
+    lrows_set_count(L, h.dlq, "dlq");
     return 1;
 }
 
@@ -68,10 +69,10 @@ static int optimize(lua_State *L, const char *fn, int analyze)
     lua_createtable(L, (int)rows.nrows, 0);
     for (unsigned int i = 0; i < rows.nrows && rows.ncols >= 4; i++) {
         lua_createtable(L, 0, 4);
-        ladmin_set_string(L, CE_CELL(&rows, i, 0), "table");
-        ladmin_set_string(L, CE_CELL(&rows, i, 1), "op");
-        ladmin_set_string(L, CE_CELL(&rows, i, 2), "msg_type");
-        ladmin_set_string(L, CE_CELL(&rows, i, 3), "msg_text");
+        lrows_set_string(L, CE_CELL(&rows, i, 0), "table");
+        lrows_set_string(L, CE_CELL(&rows, i, 1), "op");
+        lrows_set_string(L, CE_CELL(&rows, i, 2), "msg_type");
+        lrows_set_string(L, CE_CELL(&rows, i, 3), "msg_text");
         lua_rawseti(L, -2, (int)i + 1);
     }
     ce_rows_free(&rows);

@@ -6,6 +6,7 @@
 #include "auxiliar.h"
 #include "ladmin.h"
 #include "lbroker.h"
+#include "lrows.h"
 #include "process.h"
 #include "workers.h"
 
@@ -35,9 +36,12 @@ static int heartbeat_worker(lua_State *L)
         w.processed = aux_field_integer(L, 2, "processed", fn, 0);
         w.failed = aux_field_integer(L, 2, "failed", fn, 0);
         lua_getfield(L, 2, "info");
-        if (lua_istable(L, -1)) w.info = lbroker_encode_json(L, -1, fn, "info", NULL);
-        else if (lua_type(L, -1) == LUA_TSTRING) w.info = lua_tostring(L, -1);
-        else if (!lua_isnil(L, -1)) aux_arg_error(L, fn, "info", "a table or JSON text", -1);
+        if (lua_istable(L, -1))
+            w.info = lrows_encode_json(L, -1, fn, "info", NULL);
+        else if (lua_type(L, -1) == LUA_TSTRING)
+            w.info = lua_tostring(L, -1);
+        else if (!lua_isnil(L, -1))
+            aux_arg_error(L, fn, "info", "a table or JSON text", -1);
     }
     if (ce_worker_heartbeat(b->shared->conn, &w, &err) < 0) return aux_push_error(L, &err);
     lua_pushboolean(L, 1);
@@ -65,21 +69,17 @@ static int list_workers(lua_State *L)
         return aux_push_error(L, &err);
     lua_createtable(L, (int)rows.nrows, 0);
     for (unsigned int i = 0; i < rows.nrows; i++) {
-        const ce_value *info = CE_CELL(&rows, i, CE_W_INFO);
         lua_createtable(L, 0, 10);
-        ladmin_set_string(L, CE_CELL(&rows, i, CE_W_ID), "worker_id");
-        ladmin_set_string(L, CE_CELL(&rows, i, CE_W_QUEUE), "queue");
-        ladmin_set_string(L, CE_CELL(&rows, i, CE_W_HOSTNAME), "hostname");
-        ladmin_set_integer(L, CE_CELL(&rows, i, CE_W_PID), "pid");
-        ladmin_set_number(L, CE_CELL(&rows, i, CE_W_STARTED_AT), "started_at");
-        ladmin_set_number(L, CE_CELL(&rows, i, CE_W_LAST_SEEN), "last_seen");
-        ladmin_set_number(L, CE_CELL(&rows, i, CE_W_AGE), "age");
-        ladmin_set_integer(L, CE_CELL(&rows, i, CE_W_PROCESSED), "processed");
-        ladmin_set_integer(L, CE_CELL(&rows, i, CE_W_FAILED), "failed");
-        if (info->data) {
-            lbroker_push_decoded(L, info->data, info->len);
-            lua_setfield(L, -2, "info");
-        }
+        lrows_set_string(L, CE_CELL(&rows, i, CE_W_ID), "worker_id");
+        lrows_set_string(L, CE_CELL(&rows, i, CE_W_QUEUE), "queue");
+        lrows_set_string(L, CE_CELL(&rows, i, CE_W_HOSTNAME), "hostname");
+        lrows_set_integer(L, CE_CELL(&rows, i, CE_W_PID), "pid");
+        lrows_set_number(L, CE_CELL(&rows, i, CE_W_STARTED_AT), "started_at");
+        lrows_set_number(L, CE_CELL(&rows, i, CE_W_LAST_SEEN), "last_seen");
+        lrows_set_number(L, CE_CELL(&rows, i, CE_W_AGE), "age");
+        lrows_set_integer(L, CE_CELL(&rows, i, CE_W_PROCESSED), "processed");
+        lrows_set_integer(L, CE_CELL(&rows, i, CE_W_FAILED), "failed");
+        lrows_set_json(L, CE_CELL(&rows, i, CE_W_INFO), "info");
         lua_rawseti(L, -2, (int)i + 1);
     }
     ce_rows_free(&rows);

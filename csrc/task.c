@@ -4,37 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Rows per multi-row INSERT, and the payload bytes that close a chunk early. */
-#define BATCH_ROWS 500
-#define BATCH_BYTES (4u << 20)
 /* Tasks moved per pass of a dead-letter sweep. */
 #define SWEEP_ROWS 100
 
-void ce_task_spec_init(ce_task_spec *t)
-{
-    memset(t, 0, sizeof *t);
-    t->max_retries = 3;
-}
-
 /* ---- SQL ---------------------------------------------------------------------------- */
-
-#define INSERT_COLUMNS                                                                             \
-    "INSERT INTO celers_tasks (id, task_name, payload, payload_type, priority, max_retries, "      \
-    "queue, scheduled_at, timeout_seconds, metadata, idempotency_key, created_at) VALUES "
-#define INSERT_ROW                                                                                 \
-    "(?, ?, ?, ?, ?, ?, ?, COALESCE(FROM_UNIXTIME(CAST(? AS DECIMAL(20, 6))), "                    \
-    "DATE_ADD(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)), ?, ?, ?, NOW(6))"
-#define INSERT_PARAMS 12
-/* The same row for a task due now: two parameters and the date arithmetic fewer per row. */
-#define INSERT_ROW_NOW "(?, ?, ?, ?, ?, ?, ?, NOW(6), ?, ?, ?, NOW(6))"
-#define INSERT_PARAMS_NOW 10
-#define ON_DUPLICATE_KEEP " ON DUPLICATE KEY UPDATE id = id"
 
 /* Settling is fenced by the claim: a NULL claim parameter matches any claim (bare id). */
 #define FENCE "id = ? AND state = 'processing' AND claim_id <=> COALESCE(?, claim_id)"
-
-static const char SQL_ID_BY_KEY[] =
-    "SELECT id FROM celers_tasks WHERE queue = ? AND idempotency_key = ?";
 
 static const char SQL_CLAIM[] =
     "SELECT id, task_name, payload, payload_type, priority, retry_count + 1, max_retries, queue, "
@@ -105,12 +81,6 @@ static const char SQL_QUEUE_SIZE[] =
     "SELECT COUNT(*) FROM celers_tasks WHERE queue = ? AND state = 'pending'";
 static const char SQL_GET_TASK[] = "SELECT " CE_TASK_COLUMNS " FROM celers_tasks WHERE id = ?";
 
-static const char SQL_RECORD_RUN[] =
-    "INSERT INTO celers_recurring_runs (schedule_name, run_at, task_id, queue) "
-    "VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE task_id = task_id";
-static const char SQL_RUN_TASK[] =
-    "SELECT task_id FROM celers_recurring_runs WHERE schedule_name = ? AND run_at = ?";
-
 /* ---- helpers ------------------------------------------------------------------------ */
 
 /* "prefix (?, ?, ...)<suffix>" for n placeholders, or "prefix = ?" for one. Caller frees. */
@@ -130,45 +100,6 @@ static char *in_list_sql(const char *prefix, size_t n, const char *suffix)
     }
     sprintf(p, "%s", suffix);
     return sql;
-}
-
-/* Parameters of one row; `timed` rows (INSERT_ROW) carry eta and delay, the others
- * (INSERT_ROW_NOW) do not. Returns how many were written. */
-static unsigned int put_insert_params(ce_param *p, const ce_task_spec *t, const char *id,
-                                      const char *queue, int timed)
-{
-    unsigned int k = 0;
-    p[k++] = ce_pstr(id);
-    p[k++] = ce_pstr(t->name);
-    p[k++] = ce_ptext(t->payload ? t->payload : "", t->payload ? t->payload_len : 0);
-    p[k++] = ce_pstr(t->payload_type ? t->payload_type : "raw");
-    p[k++] = ce_pint(t->priority);
-    p[k++] = ce_pint(t->max_retries);
-    p[k++] = ce_pstr(t->queue ? t->queue : queue);
-    if (timed) {
-        p[k++] = t->has_eta ? ce_pdouble(t->eta) : ce_pnull();
-        p[k++] = ce_pdouble(t->has_delay ? t->delay : 0);
-    }
-    p[k++] = t->timeout > 0 ? ce_pdouble(t->timeout) : ce_pnull();
-    p[k++] = ce_pstr(t->metadata);
-    p[k++] = ce_pstr(t->idempotency_key);
-    return k;
-}
-
-static int is_timed(const ce_task_spec *t)
-{
-    return t->has_eta || (t->has_delay && t->delay > 0);
-}
-
-static int one_string(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, char *out,
-                      size_t outlen, int *found, ce_error *err)
-{
-    ce_rows rows = {0};
-    if (ce_exec(c, sql, p, n, &rows, NULL, err) < 0) return -1;
-    *found = rows.nrows > 0 && CE_CELL(&rows, 0, 0)->data;
-    if (*found) snprintf(out, outlen, "%s", CE_CELL(&rows, 0, 0)->data);
-    ce_rows_free(&rows);
-    return 0;
 }
 
 static int one_count(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, long long *out,
@@ -192,191 +123,6 @@ static int move_to_dlq(ce_conn *c, const char *id, const char *error, ce_error *
     p[2] = ce_pstr(id);
     if (ce_exec(c, SQL_COPY_TO_DLQ, p, 3, NULL, NULL, err) < 0) return -1;
     return ce_exec(c, SQL_DELETE_TASK, p + 2, 1, NULL, NULL, err);
-}
-
-/* ---- enqueue ------------------------------------------------------------------------ */
-
-typedef struct {
-    const char *queue;
-    const ce_task_spec *t;
-    char *id;
-    int *created;
-    int attempts;
-} enqueue_ctx;
-
-static int key_lookup(ce_conn *c, const char *queue, const char *key, char *id, int *found,
-                      ce_error *err)
-{
-    ce_param p[2] = {ce_pstr(queue), ce_pstr(key)};
-    return one_string(c, SQL_ID_BY_KEY, p, 2, id, CE_UUID_LEN + 1, found, err);
-}
-
-static int enqueue_op(ce_conn *c, void *vctx, ce_error *err)
-{
-    enqueue_ctx *x = vctx;
-    const ce_task_spec *t = x->t;
-    const char *queue = t->queue ? t->queue : x->queue;
-    ce_param p[INSERT_PARAMS];
-    unsigned long long affected = 0;
-    int keyed = t->idempotency_key != NULL;
-
-    static const char *const sql[2][2] = {
-        {INSERT_COLUMNS INSERT_ROW_NOW, INSERT_COLUMNS INSERT_ROW_NOW ON_DUPLICATE_KEEP},
-        {INSERT_COLUMNS INSERT_ROW, INSERT_COLUMNS INSERT_ROW ON_DUPLICATE_KEEP}};
-    int timed = is_timed(t);
-    unsigned int np = put_insert_params(p, t, x->id, x->queue, timed);
-    x->attempts++;
-    if (ce_exec(c, sql[timed][keyed], p, np, NULL, &affected, err) < 0) {
-        /* Repeated after a lost link: our own fresh id already there means the first try landed. */
-        if (err->code == CE_EDUPLICATE && x->attempts > 1 && !t->id) {
-            *x->created = 1;
-            return 0;
-        }
-        return -1;
-    }
-    *x->created = affected > 0;
-    if (!affected) {
-        int found = 0;
-        if (key_lookup(c, queue, t->idempotency_key, x->id, &found, err) < 0) return -1;
-        if (!found)
-            return ce_error_set(err, CE_EDUPLICATE, "a task with id '%s' already exists", x->id);
-    }
-    return 0;
-}
-
-int ce_enqueue(ce_conn *c, const char *queue, const ce_task_spec *t, char id_out[CE_UUID_LEN + 1],
-               int *created, ce_error *err)
-{
-    enqueue_ctx x = {queue, t, id_out, created, 0};
-    if (t->id)
-        snprintf(id_out, CE_UUID_LEN + 1, "%s", t->id);
-    else
-        ce_uuid7(id_out);
-    /* A fresh id makes the insert safe to repeat; a caller's id or key is checked by the server. */
-    return ce_conn_run(c, t->id ? CE_ONCE : CE_REPEAT, enqueue_op, &x, err);
-}
-
-typedef struct {
-    const char *queue;
-    const ce_task_spec *tasks;
-    size_t n;
-    int skip_existing;
-    char (*ids)[CE_UUID_LEN + 1];
-    unsigned long long *inserted;
-    unsigned char *exists; /* per task: its idempotency key is taken (the task is not inserted) */
-} batch_ctx;
-
-/* Rows [from, to) as one multi-row INSERT. */
-static int insert_chunk(ce_conn *c, batch_ctx *x, size_t from, size_t to,
-                        unsigned long long *affected, ce_error *err)
-{
-    size_t n = to - from;
-    int timed = 0, keep = x->skip_existing;
-    const char *row;
-    char *sql = NULL, *s;
-    ce_param *p = NULL;
-    unsigned int np = 0;
-    int rc = -1;
-    for (size_t i = from; i < to; i++)
-        timed |= is_timed(&x->tasks[i]);
-    row = timed ? INSERT_ROW : INSERT_ROW_NOW;
-    sql = malloc(strlen(INSERT_COLUMNS) + n * (strlen(row) + 1) + strlen(ON_DUPLICATE_KEEP) + 1);
-    p = malloc(sizeof *p * (n ? n : 1) * INSERT_PARAMS);
-    if (!sql || !p) {
-        ce_error_set(err, CE_ENOMEM, "out of memory");
-        goto done;
-    }
-    {
-        size_t head = strlen(INSERT_COLUMNS), rl = strlen(row);
-        memcpy(sql, INSERT_COLUMNS, head);
-        s = sql + head;
-        for (size_t i = from; i < to; i++) {
-            if (x->exists[i]) continue;
-            if (np) *s++ = ',';
-            memcpy(s, row, rl + 1); /* with its NUL; the next row or the tail overwrites it */
-            s += rl;
-            np += put_insert_params(p + np, &x->tasks[i], x->ids[i], x->queue, timed);
-        }
-        strcpy(s, keep ? ON_DUPLICATE_KEEP : "");
-    }
-    rc = np ? ce_exec(c, sql, p, np, NULL, affected, err) : 0;
-done:
-    free(sql);
-    free(p);
-    return rc;
-}
-
-static size_t chunk_end(const batch_ctx *x, size_t from)
-{
-    size_t to = from, bytes = 0;
-    while (to < x->n && to - from < BATCH_ROWS && (to == from || bytes < BATCH_BYTES))
-        bytes += x->tasks[to++].payload_len;
-    return to;
-}
-
-static int batch_op(ce_conn *c, void *vctx, ce_error *err)
-{
-    batch_ctx *x = vctx;
-    size_t first_end = chunk_end(x, 0);
-    int tx = first_end < x->n; /* one statement is atomic by itself */
-    unsigned long long total = 0;
-
-    /* Tasks whose idempotency key is taken resolve to the first task's id and are not
-     * inserted; everything else must be new (a repeated id is an error, not a skip). */
-    for (size_t i = 0; i < x->n; i++) {
-        const ce_task_spec *t = &x->tasks[i];
-        int found = 0;
-        x->exists[i] = 0;
-        if (t->idempotency_key && !x->skip_existing) {
-            if (key_lookup(c, t->queue ? t->queue : x->queue, t->idempotency_key, x->ids[i], &found,
-                           err) < 0)
-                return -1;
-            x->exists[i] = (unsigned char)found;
-        }
-    }
-    if (tx && ce_conn_begin(c, err) < 0) return -1;
-    for (size_t from = 0; from < x->n;) {
-        size_t to = chunk_end(x, from);
-        unsigned long long affected = 0;
-        if (insert_chunk(c, x, from, to, &affected, err) < 0) return -1;
-        total += affected;
-        from = to;
-    }
-    /* With skip_existing, keys that were already used resolve to the first task's id. */
-    if (x->skip_existing && total < x->n) {
-        for (size_t i = 0; i < x->n; i++) {
-            const ce_task_spec *t = &x->tasks[i];
-            int found = 0;
-            if (t->idempotency_key && key_lookup(c, t->queue ? t->queue : x->queue,
-                                                 t->idempotency_key, x->ids[i], &found, err) < 0)
-                return -1;
-        }
-    }
-    if (tx && ce_conn_commit(c, err) < 0) return -1;
-    *x->inserted = total;
-    return 0;
-}
-
-int ce_enqueue_batch(ce_conn *c, const char *queue, const ce_task_spec *tasks, size_t n,
-                     int skip_existing, char (*ids)[CE_UUID_LEN + 1], unsigned long long *inserted,
-                     ce_error *err)
-{
-    batch_ctx x = {queue, tasks, n, skip_existing, ids, inserted, NULL};
-    int rc;
-    *inserted = 0;
-    if (n == 0) return 0;
-    x.exists = calloc(n, 1);
-    if (!x.exists) return ce_error_set(err, CE_ENOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        if (tasks[i].id)
-            snprintf(ids[i], CE_UUID_LEN + 1, "%s", tasks[i].id);
-        else
-            ce_uuid7(ids[i]);
-    }
-    /* Several chunks run in a transaction, which is safe to repeat until COMMIT is sent. */
-    rc = ce_conn_run(c, chunk_end(&x, 0) < n ? CE_REPEAT : CE_ONCE, batch_op, &x, err);
-    free(x.exists);
-    return rc;
 }
 
 /* ---- claim -------------------------------------------------------------------------- */
@@ -731,47 +477,4 @@ int ce_get_task(ce_conn *c, const char *id, ce_rows *out, ce_error *err)
 {
     rows_ctx x = {SQL_GET_TASK, {ce_pstr(id)}, 1, out};
     return ce_conn_run(c, CE_REPEAT, rows_op, &x, err);
-}
-
-/* ---- recurring occurrences ---------------------------------------------------------- */
-
-typedef struct {
-    const char *queue, *schedule;
-    long long run_at;
-    const ce_task_spec *t;
-    char *id;
-    int *created;
-} recurring_ctx;
-
-static int recurring_op(ce_conn *c, void *vctx, ce_error *err)
-{
-    recurring_ctx *x = vctx;
-    const char *queue = x->t->queue ? x->t->queue : x->queue;
-    ce_param p[INSERT_PARAMS];
-    unsigned long long affected = 0;
-    ce_uuid7(x->id);
-    p[0] = ce_pstr(x->schedule);
-    p[1] = ce_pint(x->run_at);
-    p[2] = ce_pstr(x->id);
-    p[3] = ce_pstr(queue);
-    if (ce_conn_begin(c, err) < 0) return -1;
-    /* A second scheduler waits here on the first one's row lock, then sees its row. */
-    if (ce_exec(c, SQL_RECORD_RUN, p, 4, NULL, &affected, err) < 0) return -1;
-    *x->created = affected > 0;
-    if (*x->created) {
-        unsigned int np = put_insert_params(p, x->t, x->id, x->queue, 1);
-        if (ce_exec(c, INSERT_COLUMNS INSERT_ROW, p, np, NULL, NULL, err) < 0) return -1;
-    } else {
-        int found = 0;
-        if (one_string(c, SQL_RUN_TASK, p, 2, x->id, CE_UUID_LEN + 1, &found, err) < 0) return -1;
-    }
-    return ce_conn_commit(c, err);
-}
-
-int ce_enqueue_recurring(ce_conn *c, const char *queue, const char *schedule, long long run_at,
-                         const ce_task_spec *t, char id_out[CE_UUID_LEN + 1], int *created,
-                         ce_error *err)
-{
-    recurring_ctx x = {queue, schedule, run_at, t, id_out, created};
-    return ce_conn_run(c, CE_REPEAT, recurring_op, &x, err);
 }

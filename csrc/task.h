@@ -1,4 +1,5 @@
-/* The queue operations: enqueue, claim, settle (fenced by the claim), pause.
+/* The queue operations on tasks already stored: claim, settle (fenced by the claim), lease
+ * recovery, pause, lookup. Enqueueing is in enqueue.h.
  * Tasks come back as ce_rows whose columns follow CE_TASK_COLUMNS (see enum ce_task_col). */
 #ifndef CELERS_TASK_H
 #define CELERS_TASK_H
@@ -39,41 +40,12 @@ enum ce_task_col {
     "UNIX_TIMESTAMP(completed_at), worker_id, error_message, metadata, claim_id, "                 \
     "UNIX_TIMESTAMP(lease_expires_at), timeout_seconds, idempotency_key"
 
-/* What enqueue needs of one task. Strings are borrowed. */
-typedef struct ce_task_spec {
-    const char *name;
-    const char *payload;
-    unsigned long payload_len;
-    const char *payload_type; /* "raw" or "json"; NULL = "raw" */
-    const char *id;           /* NULL: a new time-ordered id */
-    const char *queue;        /* NULL: the broker's queue */
-    long long priority;
-    long long max_retries;
-    double timeout; /* lease for this task, seconds; <= 0: the broker default */
-    int has_delay, has_eta;
-    double delay, eta;    /* seconds from now / Unix time */
-    const char *metadata; /* JSON text or NULL */
-    const char *idempotency_key;
-} ce_task_spec;
-
-void ce_task_spec_init(ce_task_spec *t);
-
 /* Reference to a claimed task: the id and the claim that fences settling.
  * claim_id NULL fences on state alone (the caller passed a bare id). */
 typedef struct ce_task_ref {
     const char *id;
     const char *claim_id;
 } ce_task_ref;
-
-/* Enqueue one task; id_out gets its id. With an idempotency key already used in the queue,
- * id_out gets the first task's id and *created is 0. */
-int ce_enqueue(ce_conn *c, const char *queue, const ce_task_spec *t, char id_out[CE_UUID_LEN + 1],
-               int *created, ce_error *err);
-/* Enqueue n tasks all-or-nothing. ids must hold n ids. With skip_existing, rows whose id or
- * idempotency key exists are left alone and *inserted counts the new ones. */
-int ce_enqueue_batch(ce_conn *c, const char *queue, const ce_task_spec *tasks, size_t n,
-                     int skip_existing, char (*ids)[CE_UUID_LEN + 1], unsigned long long *inserted,
-                     ce_error *err);
 
 /* Claim up to n ready tasks of queue for worker_id with a lease of `lease` seconds (per-task
  * timeouts win). Rows follow enum ce_task_col, already showing the claimed state. */
@@ -109,11 +81,5 @@ int ce_queue_size(ce_conn *c, const char *queue, long long *size, ce_error *err)
 
 /* One task by id (any queue); *found 0 when there is none. */
 int ce_get_task(ce_conn *c, const char *id, ce_rows *out, ce_error *err);
-
-/* Record a recurring occurrence and enqueue its task in one transaction; when the occurrence
- * was already recorded (by this or another scheduler) *created is 0 and id_out is its task. */
-int ce_enqueue_recurring(ce_conn *c, const char *queue, const char *schedule, long long run_at,
-                         const ce_task_spec *t, char id_out[CE_UUID_LEN + 1], int *created,
-                         ce_error *err);
 
 #endif

@@ -52,8 +52,7 @@ int ce_worker_heartbeat(ce_conn *c, const ce_worker_beat *w, ce_error *err)
     return ce_conn_run(c, CE_REPEAT, worker_op, &x, err);
 }
 
-int ce_list_workers(ce_conn *c, const char *queue, double stale_after, ce_rows *out,
-                    ce_error *err)
+int ce_list_workers(ce_conn *c, const char *queue, double stale_after, ce_rows *out, ce_error *err)
 {
     worker_ctx x = {SQL_LIST, {{0}}, 3, out, 0};
     x.p[0] = ce_pstr(queue);

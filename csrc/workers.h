@@ -17,16 +17,24 @@ typedef struct ce_worker_beat {
 
 /* Columns of the rows ce_list_workers returns. */
 enum ce_worker_col {
-    CE_W_ID, CE_W_QUEUE, CE_W_HOSTNAME, CE_W_PID, CE_W_STARTED_AT, CE_W_LAST_SEEN,
-    CE_W_PROCESSED, CE_W_FAILED, CE_W_INFO, CE_W_AGE, CE_W_NCOLS
+    CE_W_ID,
+    CE_W_QUEUE,
+    CE_W_HOSTNAME,
+    CE_W_PID,
+    CE_W_STARTED_AT,
+    CE_W_LAST_SEEN,
+    CE_W_PROCESSED,
+    CE_W_FAILED,
+    CE_W_INFO,
+    CE_W_AGE,
+    CE_W_NCOLS
 };
 
 /* Insert or refresh the worker's row; last_seen is the database's NOW(6). */
 int ce_worker_heartbeat(ce_conn *c, const ce_worker_beat *w, ce_error *err);
 /* Workers of queue, most recently seen first; stale_after >= 0 keeps only those seen within
  * that many seconds. */
-int ce_list_workers(ce_conn *c, const char *queue, double stale_after, ce_rows *out,
-                    ce_error *err);
+int ce_list_workers(ce_conn *c, const char *queue, double stale_after, ce_rows *out, ce_error *err);
 int ce_remove_worker(ce_conn *c, const char *worker_id, int *ok, ce_error *err);
 /* Delete the rows of queue not seen for older_than seconds. */
 int ce_prune_workers(ce_conn *c, const char *queue, double older_than, unsigned long long *n,

@@ -1,5 +1,6 @@
 -- The worker registry (celers_workers): heartbeat_worker, list_workers, remove_worker,
 -- prune_workers, the worker loop's reports, and `celers workers`.
+-- luacheck: max line length 140
 local helper = require "spec.helper"
 local celers = require "celers"
 local worker = require "celers.worker"

@@ -1,0 +1,318 @@
+/* Lua binding of claiming and settling (task.h, handoff.h): dequeue, dequeue_batch,
+ * ack_and_dequeue, ack, ack_batch, reject, retry, touch, cancel, queue control, get_task. */
+#include "auxiliar.h"
+#include "handoff.h"
+#include "lbroker.h"
+#include "lrows.h"
+#include "task.h"
+
+/* A task argument: a task table (id and claim) or a bare id string. */
+static ce_task_ref read_ref(lua_State *L, int idx, const char *fn)
+{
+    ce_task_ref ref = {NULL, NULL};
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        ref.id = lua_tostring(L, idx);
+    } else if (lua_type(L, idx) == LUA_TTABLE) {
+        ref.id = aux_field_string(L, idx, "id", fn, NULL);
+        ref.claim_id = aux_field_string(L, idx, "claim_id", fn, NULL);
+        if (!ref.id) luaL_error(L, "celers: %s: 'task' has no id", fn);
+    } else {
+        aux_arg_error(L, fn, "task", "a task table or an id string", idx);
+    }
+    return ref;
+}
+
+/* ---- dequeue ------------------------------------------------------------------------- */
+
+static int claim(lua_State *L, lbroker *b, unsigned int n, const char *worker, double lease,
+                 int as_list)
+{
+    ce_rows rows = {0};
+    ce_error err;
+    if (ce_claim(b->shared->conn, b->queue, n, worker ? worker : b->worker_id, lease, &rows, &err) <
+        0)
+        return aux_push_error(L, &err);
+    if (!as_list) {
+        if (rows.nrows == 0)
+            lua_pushnil(L);
+        else
+            lrows_push_task(L, &rows, 0);
+    } else {
+        lua_createtable(L, (int)rows.nrows, 0);
+        for (unsigned int i = 0; i < rows.nrows; i++) {
+            lrows_push_task(L, &rows, i);
+            lua_rawseti(L, -2, (int)i + 1);
+        }
+    }
+    ce_rows_free(&rows);
+    return 1;
+}
+
+static void read_dequeue_opts(lua_State *L, int idx, const char *fn, lbroker *b,
+                              const char **worker, double *lease)
+{
+    static const char *const opts[] = {"worker_id", "lease", NULL};
+    *worker = NULL;
+    *lease = b->shared->conn->cfg.lease;
+    if (aux_opt_table(L, idx, fn, "opts")) {
+        int has;
+        aux_check_options(L, idx, fn, opts);
+        *worker = aux_field_string(L, idx, "worker_id", fn, NULL);
+        *lease = aux_field_number(L, idx, "lease", fn, *lease, &has);
+        if (has && !(*lease > 0)) luaL_error(L, "celers: %s: 'lease' must be positive", fn);
+    }
+}
+
+static int broker_dequeue(lua_State *L)
+{
+    lbroker *b = lbroker_check(L, "dequeue");
+    const char *worker;
+    double lease;
+    read_dequeue_opts(L, 2, "dequeue", b, &worker, &lease);
+    return claim(L, b, 1, worker, lease, 0);
+}
+
+static int broker_dequeue_with_worker_id(lua_State *L)
+{
+    lbroker *b = lbroker_check(L, "dequeue_with_worker_id");
+    const char *worker = aux_check_string(L, 2, "dequeue_with_worker_id", "worker_id", NULL);
+    return claim(L, b, 1, worker, b->shared->conn->cfg.lease, 0);
+}
+
+static int broker_dequeue_batch(lua_State *L)
+{
+    lbroker *b = lbroker_check(L, "dequeue_batch");
+    long long n = aux_check_count(L, 2, "dequeue_batch", "n");
+    const char *worker;
+    double lease;
+    if (n > 10000) luaL_error(L, "celers: dequeue_batch: 'n' must be at most 10000");
+    read_dequeue_opts(L, 3, "dequeue_batch", b, &worker, &lease);
+    if (n == 0) {
+        lua_newtable(L);
+        return 1;
+    }
+    return claim(L, b, (unsigned int)n, worker, lease, 1);
+}
+
+/* Ack the task in hand (nil: none) and claim the next, in one round trip.
+ * Returns acked (boolean) and the next task or nil. */
+static int broker_ack_and_dequeue(lua_State *L)
+{
+    const char *fn = "ack_and_dequeue";
+    lbroker *b = lbroker_check(L, fn);
+    ce_task_ref prev = {NULL, NULL};
+    const char *worker;
+    double lease;
+    int acked = 0;
+    ce_rows rows = {0};
+    ce_error err;
+    if (!lua_isnoneornil(L, 2)) prev = read_ref(L, 2, fn);
+    read_dequeue_opts(L, 3, fn, b, &worker, &lease);
+    if (ce_ack_and_claim(b->shared->conn, b->queue, prev, worker ? worker : b->worker_id, lease,
+                         &acked, &rows, &err) < 0)
+        return aux_push_error(L, &err);
+    if (acked) lbroker_count(L, "acked", 1);
+    lua_pushboolean(L, acked);
+    if (rows.nrows)
+        lrows_push_task(L, &rows, 0);
+    else
+        lua_pushnil(L);
+    ce_rows_free(&rows);
+    return 2;
+}
+
+/* ---- settle -------------------------------------------------------------------------- */
+
+static int push_ok(lua_State *L, int rc, int ok, const ce_error *err)
+{
+    if (rc < 0) return aux_push_error(L, err);
+    lua_pushboolean(L, ok);
+    return 1;
+}
+
+static int broker_ack(lua_State *L)
+{
+    lbroker *b = lbroker_check(L, "ack");
+    ce_task_ref ref = read_ref(L, 2, "ack");
+    int ok = 0, rc;
+    ce_error err;
+    rc = ce_ack(b->shared->conn, ref, &ok, &err);
+    if (rc == 0 && ok) lbroker_count(L, "acked", 1);
+    return push_ok(L, rc, ok, &err);
+}
+
+static int broker_ack_batch(lua_State *L)
+{
+    lbroker *b = lbroker_check(L, "ack_batch");
+    size_t n;
+    ce_task_ref *refs;
+    unsigned long long acked = 0;
+    ce_error err;
+    if (!lua_istable(L, 2)) aux_arg_error(L, "ack_batch", "tasks", "a list of tasks", 2);
+    n = lua_rawlen(L, 2);
+    refs = lua_newuserdata(L, sizeof *refs * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, (int)i + 1);
+        refs[i] = read_ref(L, -1, "ack_batch"); /* strings stay alive in the tasks list */
+        lua_pop(L, 1);
+    }
+    if (ce_ack_batch(b->shared->conn, refs, n, &acked, &err) < 0) return aux_push_error(L, &err);
+    lbroker_count(L, "acked", (lua_Number)acked);
+    lua_pushinteger(L, (lua_Integer)acked);
+    return 1;
+}
+
+static int push_outcome(lua_State *L, int rc, int outcome, const ce_error *err)
+{
+    if (rc < 0) return aux_push_error(L, err);
+    if (outcome == 1) lbroker_count(L, "retried", 1);
+    if (outcome == 2) lbroker_count(L, "dead_lettered", 1);
+    if (outcome) lbroker_count(L, "rejected", 1);
+    lua_pushboolean(L, outcome != 0);
+    if (outcome == 0) return 1;
+    lua_pushstring(L, outcome == 1 ? "retry" : "dead_letter");
+    return 2;
+}
+
+static int broker_reject(lua_State *L)
+{
+    static const char *const opts[] = {"requeue", "error", "delay", NULL};
+    const char *fn = "reject";
+    lbroker *b = lbroker_check(L, fn);
+    ce_task_ref ref = read_ref(L, 2, fn);
+    int requeue = 1, outcome = 0, rc, has = 0;
+    double delay = -1;
+    const char *error = NULL;
+    ce_error err;
+    if (aux_opt_table(L, 3, fn, "opts")) {
+        aux_check_options(L, 3, fn, opts);
+        requeue = aux_field_bool(L, 3, "requeue", fn, 1);
+        error = aux_field_string(L, 3, "error", fn, NULL);
+        delay = aux_field_number(L, 3, "delay", fn, -1, &has);
+        if (has && !(delay >= 0)) luaL_error(L, "celers: %s: 'delay' must not be negative", fn);
+    }
+    rc = ce_reject(b->shared->conn, ref, requeue, delay, error, &outcome, &err);
+    return push_outcome(L, rc, outcome, &err);
+}
+
+static int broker_retry(lua_State *L)
+{
+    const char *fn = "retry";
+    lbroker *b = lbroker_check(L, fn);
+    ce_task_ref ref = read_ref(L, 2, fn);
+    double delay = lua_isnoneornil(L, 3) ? -1 : aux_check_nonneg(L, 3, fn, "delay");
+    const char *error = aux_opt_string(L, 4, fn, "error");
+    int outcome = 0, rc;
+    ce_error err;
+    rc = ce_reject(b->shared->conn, ref, 1, delay, error, &outcome, &err);
+    return push_outcome(L, rc, outcome, &err);
+}
+
+static int broker_touch(lua_State *L)
+{
+    lbroker *b = lbroker_check(L, "touch");
+    ce_task_ref ref = read_ref(L, 2, "touch");
+    double secs = lua_isnoneornil(L, 3) ? -1 : aux_check_nonneg(L, 3, "touch", "seconds");
+    int ok = 0, rc;
+    ce_error err;
+    rc = ce_touch(b->shared->conn, ref, secs, &ok, &err);
+    return push_ok(L, rc, ok, &err);
+}
+
+static int broker_cancel(lua_State *L)
+{
+    lbroker *b = lbroker_check(L, "cancel");
+    ce_task_ref ref = read_ref(L, 2, "cancel");
+    int ok = 0, rc;
+    ce_error err;
+    rc = ce_cancel(b->shared->conn, ref.id, &ok, &err);
+    return push_ok(L, rc, ok, &err);
+}
+
+/* ---- queue control ------------------------------------------------------------------- */
+
+static int broker_pause(lua_State *L)
+{
+    lbroker *b = lbroker_check(L, "pause");
+    ce_error err;
+    return push_ok(L, ce_pause(b->shared->conn, b->queue, &err), 1, &err);
+}
+
+static int broker_resume(lua_State *L)
+{
+    lbroker *b = lbroker_check(L, "resume");
+    ce_error err;
+    return push_ok(L, ce_resume(b->shared->conn, b->queue, &err), 1, &err);
+}
+
+static int broker_is_paused(lua_State *L)
+{
+    lbroker *b = lbroker_check(L, "is_paused");
+    int paused = 0, rc;
+    ce_error err;
+    rc = ce_is_paused(b->shared->conn, b->queue, &paused, &err);
+    return push_ok(L, rc, paused, &err);
+}
+
+static int broker_queue_size(lua_State *L)
+{
+    lbroker *b = lbroker_check(L, "queue_size");
+    long long size = 0;
+    ce_error err;
+    if (ce_queue_size(b->shared->conn, b->queue, &size, &err) < 0) return aux_push_error(L, &err);
+    lua_pushinteger(L, (lua_Integer)size);
+    return 1;
+}
+
+static int broker_recover_expired(lua_State *L)
+{
+    lbroker *b = lbroker_check(L, "recover_expired");
+    unsigned long long requeued = 0, dead = 0;
+    ce_error err;
+    if (ce_recover_expired(b->shared->conn, b->queue, -1, &requeued, &dead, &err) < 0)
+        return aux_push_error(L, &err);
+    lbroker_count(L, "dead_lettered", (lua_Number)dead);
+    lua_pushinteger(L, (lua_Integer)requeued);
+    lua_pushinteger(L, (lua_Integer)dead);
+    return 2;
+}
+
+static int broker_get_task(lua_State *L)
+{
+    lbroker *b = lbroker_check(L, "get_task");
+    const char *id = aux_check_string(L, 2, "get_task", "id", NULL);
+    ce_rows rows = {0};
+    ce_error err;
+    if (ce_get_task(b->shared->conn, id, &rows, &err) < 0) return aux_push_error(L, &err);
+    if (rows.nrows)
+        lrows_push_task(L, &rows, 0);
+    else
+        lua_pushnil(L);
+    ce_rows_free(&rows);
+    return 1;
+}
+
+static const luaL_Reg methods[] = {
+    {"dequeue", broker_dequeue},
+    {"dequeue_with_worker_id", broker_dequeue_with_worker_id},
+    {"dequeue_batch", broker_dequeue_batch},
+    {"ack_and_dequeue", broker_ack_and_dequeue},
+    {"ack", broker_ack},
+    {"ack_batch", broker_ack_batch},
+    {"reject", broker_reject},
+    {"retry", broker_retry},
+    {"touch", broker_touch},
+    {"cancel", broker_cancel},
+    {"pause", broker_pause},
+    {"resume", broker_resume},
+    {"is_paused", broker_is_paused},
+    {"queue_size", broker_queue_size},
+    {"recover_expired", broker_recover_expired},
+    {"get_task", broker_get_task},
+    {NULL, NULL},
+};
+
+void lclaim_register(lua_State *L)
+{
+    luaL_setfuncs(L, methods, 0);
+}
