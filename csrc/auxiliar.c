@@ -1,5 +1,6 @@
 #include "auxiliar.h"
 
+#include <stdio.h>
 #include <string.h>
 
 int aux_arg_error(lua_State *L, const char *fn, const char *arg, const char *what, int idx)
@@ -38,6 +39,17 @@ long long aux_check_count(lua_State *L, int idx, const char *fn, const char *arg
     if (!lua_isinteger(L, idx)) aux_arg_error(L, fn, arg, "an integer", idx);
     if (lua_tonumber(L, idx) < 0) luaL_error(L, "celers: %s: '%s' must not be negative", fn, arg);
     return (long long)lua_tonumber(L, idx);
+}
+
+lua_Number aux_check_range(lua_State *L, lua_Number n, lua_Number max, const char *fn,
+                           const char *arg)
+{
+    if (!(n >= 0 && n <= max)) {
+        char limit[32];
+        snprintf(limit, sizeof limit, "%.0f", (double)max); /* lua_pushfstring has no %.0f */
+        luaL_error(L, "celers: %s: '%s' must be within 0..%s", fn, arg, limit);
+    }
+    return n;
 }
 
 int aux_opt_table(lua_State *L, int idx, const char *fn, const char *arg)

@@ -15,6 +15,14 @@ const char *aux_opt_string(lua_State *L, int idx, const char *fn, const char *ar
 lua_Number aux_check_number(lua_State *L, int idx, const char *fn, const char *arg);
 lua_Number aux_check_nonneg(lua_State *L, int idx, const char *fn, const char *arg);
 long long aux_check_count(lua_State *L, int idx, const char *fn, const char *arg);
+/* The longest delay, lease or timeout accepted: ten years. Longer ones (or inf) would
+ * overflow the server's date arithmetic into NULL. */
+#define AUX_MAX_SECONDS 315360000.0
+/* The latest eta: 9999-12-31 23:59:59 UTC. */
+#define AUX_MAX_UNIX_TIME 253402300799.0
+/* Raise unless 0 <= n <= max (NaN included). Returns n. */
+lua_Number aux_check_range(lua_State *L, lua_Number n, lua_Number max, const char *fn,
+                           const char *arg);
 /* idx must be a table or nil (returns 0 for nil). */
 int aux_opt_table(lua_State *L, int idx, const char *fn, const char *arg);
 /* Raise on any key of the table at idx not in allowed (NULL-terminated). */

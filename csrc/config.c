@@ -153,7 +153,12 @@ int ce_config_set(ce_config *cfg, const char *key, const char *value, ce_error *
     if (strcmp(key, "write_timeout") == 0) return parse_uint(key, value, &cfg->write_timeout, err);
     if (strcmp(key, "reconnect_tries") == 0)
         return parse_uint(key, value, &cfg->reconnect_tries, err);
-    if (strcmp(key, "lease") == 0) return parse_num(key, value, &cfg->lease, err);
+    if (strcmp(key, "lease") == 0) {
+        if (parse_num(key, value, &cfg->lease, err) < 0) return -1;
+        if (!(cfg->lease > 0 && cfg->lease <= 315360000.0))
+            return ce_error_set(err, CE_EINVALID, "option 'lease' must be within 0..315360000");
+        return 0;
+    }
     if (strcmp(key, "retry_base") == 0) return parse_num(key, value, &cfg->retry_base, err);
     if (strcmp(key, "retry_factor") == 0) return parse_num(key, value, &cfg->retry_factor, err);
     if (strcmp(key, "retry_max") == 0) return parse_num(key, value, &cfg->retry_max, err);

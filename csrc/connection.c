@@ -43,11 +43,11 @@ static void drop_link(ce_conn *c)
 static int connect_once(ce_conn *c, ce_error *err)
 {
     const ce_config *cfg = &c->cfg;
-    my_bool off = 0;
     MYSQL *m = mysql_init(NULL);
     if (!m) return ce_error_set(err, CE_ENOMEM, "out of memory");
+    /* Automatic reconnect stays off (both libraries' default): we reconnect ourselves and
+     * re-prepare, knowing which statements may be repeated. */
     mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
-    mysql_options(m, MYSQL_OPT_RECONNECT, &off); /* we reconnect ourselves, re-preparing */
     if (cfg->connect_timeout) mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &cfg->connect_timeout);
     if (cfg->read_timeout) mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &cfg->read_timeout);
     if (cfg->write_timeout) mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &cfg->write_timeout);
@@ -56,11 +56,23 @@ static int connect_once(ce_conn *c, ce_error *err)
     mysql_options(m, MYSQL_INIT_COMMAND, "SET time_zone = '+00:00'");
     mysql_options(m, MYSQL_INIT_COMMAND, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
     if (cfg->ssl || cfg->ssl_ca || cfg->ssl_cert) {
-        my_bool enforce = 1, verify = cfg->ssl_verify ? 1 : 0;
-        mysql_ssl_set(m, cfg->ssl_key, cfg->ssl_cert, cfg->ssl_ca, cfg->ssl_capath,
-                      cfg->ssl_cipher);
-        mysql_options(m, MYSQL_OPT_SSL_ENFORCE, &enforce);
-        mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
+        if (cfg->ssl_key) mysql_options(m, MYSQL_OPT_SSL_KEY, cfg->ssl_key);
+        if (cfg->ssl_cert) mysql_options(m, MYSQL_OPT_SSL_CERT, cfg->ssl_cert);
+        if (cfg->ssl_ca) mysql_options(m, MYSQL_OPT_SSL_CA, cfg->ssl_ca);
+        if (cfg->ssl_capath) mysql_options(m, MYSQL_OPT_SSL_CAPATH, cfg->ssl_capath);
+        if (cfg->ssl_cipher) mysql_options(m, MYSQL_OPT_SSL_CIPHER, cfg->ssl_cipher);
+#ifdef CE_MYSQL_SSL_MODE
+        {
+            unsigned int mode = cfg->ssl_verify ? SSL_MODE_VERIFY_IDENTITY : SSL_MODE_REQUIRED;
+            mysql_options(m, MYSQL_OPT_SSL_MODE, &mode);
+        }
+#else
+        {
+            my_bool enforce = 1, verify = cfg->ssl_verify ? 1 : 0;
+            mysql_options(m, MYSQL_OPT_SSL_ENFORCE, &enforce);
+            mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
+        }
+#endif
     }
     if (!mysql_real_connect(m, cfg->socket ? NULL : (cfg->host ? cfg->host : "localhost"),
                             cfg->user, cfg->password, cfg->database, cfg->port, cfg->socket, 0)) {
@@ -203,7 +215,10 @@ int ce_conn_commit(ce_conn *c, ce_error *err)
     c->in_tx = 0;
     if (!c->mysql) return ce_error_set(err, CE_ELOST, "not connected");
     c->committing = 1;
-    if (mysql_commit(c->mysql)) return ce_error_from_mysql(err, c->mysql);
+    if (mysql_commit(c->mysql)) {
+        c->in_tx = 1; /* still open unless the link is gone: the caller's rollback ends it */
+        return ce_error_from_mysql(err, c->mysql);
+    }
     c->committing = 0;
     return 0;
 }
@@ -240,7 +255,7 @@ int ce_conn_run(ce_conn *c, ce_repeat repeat, ce_op_fn fn, void *ctx, ce_error *
             return -1;
         }
         /* InnoDB rolled the statement or transaction back: running it again is safe. */
-        if ((err->code == CE_EDEADLOCK || err->code == CE_ELOCKWAIT) &&
+        if ((err->code == CE_EDEADLOCK || err->code == CE_ELOCKWAIT) && repeat != CE_SINGLE &&
             ++deadlocks < DEADLOCK_TRIES) {
             ce_sleep(0.002 * deadlocks);
             continue;

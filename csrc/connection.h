@@ -5,10 +5,20 @@
 
 #include <mysql.h>
 
+/* Oracle's libmysqlclient 8 dropped my_bool and the MariaDB-style TLS switches; MariaDB
+ * Connector/C keeps both. */
+#if !defined(MARIADB_PACKAGE_VERSION) && defined(LIBMYSQL_VERSION_ID) &&                           \
+    LIBMYSQL_VERSION_ID >= 80000
+#include <stdbool.h>
+typedef bool my_bool;
+#define CE_MYSQL_SSL_MODE 1
+#endif
+
 #include "config.h"
 #include "errors.h"
 
 #define CE_STMT_CACHE 64
+#define CE_SWEEP_SLOTS 16
 
 typedef struct ce_cached_stmt {
     char *sql;          /* owned copy of the statement text, the cache key */
@@ -26,7 +36,10 @@ typedef struct ce_conn {
     int broken;               /* the link is known dead: reconnect before the next statement */
     int committing;           /* a COMMIT was sent and has not been answered */
     unsigned long reconnects; /* how many times the link was re-established */
-    double last_recover;      /* monotonic seconds of the last lease sweep (see task.c) */
+    struct {
+        char queue[256];
+        double at;            /* monotonic seconds */
+    } sweeps[CE_SWEEP_SLOTS]; /* last lease sweep per queue (see task.c) */
 } ce_conn;
 
 /* Connect with cfg (copied). Returns NULL and fills err on failure. */
@@ -48,8 +61,10 @@ void ce_conn_rollback(ce_conn *c);
 
 /* How an operation may be repeated after a lost connection:
  * CE_ONCE     - it may already have taken effect: reconnect, then report "lost";
- * CE_REPEAT   - reads, and transactions that had not reached COMMIT: reconnect and run again. */
-typedef enum { CE_ONCE = 0, CE_REPEAT = 1 } ce_repeat;
+ * CE_REPEAT   - reads, and transactions that had not reached COMMIT: reconnect and run again;
+ * CE_SINGLE   - part of it commits on its own (a stored procedure), so not even a deadlock
+ *               is retried: the caller gets the error. */
+typedef enum { CE_ONCE = 0, CE_REPEAT = 1, CE_SINGLE = 2 } ce_repeat;
 
 typedef int (*ce_op_fn)(ce_conn *c, void *ctx, ce_error *err);
 /* Run fn with the reconnect policy above, rolling back an open transaction on error and

@@ -3,8 +3,10 @@
 
 static const char SQL_LIST[] =
     "SELECT id, task_id, task_name, payload, payload_type, retry_count, max_retries, priority, "
-    "queue, error_message, UNIX_TIMESTAMP(failed_at), UNIX_TIMESTAMP(created_at), metadata "
-    "FROM celers_dead_letter_queue WHERE queue = ? ORDER BY failed_at, id LIMIT ? OFFSET ?";
+    "queue, error_message, " CE_EPOCH("failed_at") ", " CE_EPOCH(
+        "created_at") ", metadata "
+                      "FROM celers_dead_letter_queue WHERE queue = ? ORDER BY failed_at, id LIMIT "
+                      "? OFFSET ?";
 
 static const char SQL_LOCK[] =
     "SELECT id FROM celers_dead_letter_queue WHERE id = ? AND queue = ? FOR UPDATE";

@@ -19,8 +19,11 @@ void ce_task_spec_init(ce_task_spec *t)
 #define INSERT_COLUMNS                                                                             \
     "INSERT INTO celers_tasks (id, task_name, payload, payload_type, priority, max_retries, "      \
     "queue, scheduled_at, timeout_seconds, metadata, idempotency_key, created_at) VALUES "
+/* eta counts from the epoch in the session's UTC (FROM_UNIXTIME stops at 2038 on MariaDB
+ * before 11.5); a NULL eta falls through to now + delay. */
 #define INSERT_ROW                                                                                 \
-    "(?, ?, ?, ?, ?, ?, ?, COALESCE(FROM_UNIXTIME(CAST(? AS DECIMAL(20, 6))), "                    \
+    "(?, ?, ?, ?, ?, ?, ?, COALESCE(DATE_ADD(TIMESTAMP'1970-01-01 00:00:00', INTERVAL "            \
+    "ROUND(1000000 * CAST(? AS DECIMAL(20, 6))) MICROSECOND), "                                    \
     "DATE_ADD(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)), ?, ?, ?, NOW(6))"
 #define INSERT_PARAMS 12
 /* The same row for a task due now: two parameters and the date arithmetic fewer per row. */
@@ -120,10 +123,14 @@ static int enqueue_op(ce_conn *c, void *vctx, ce_error *err)
     }
     *x->created = affected > 0;
     if (!affected) {
+        char mine[CE_UUID_LEN + 1];
         int found = 0;
+        memcpy(mine, x->id, sizeof mine);
         if (key_lookup(c, queue, t->idempotency_key, x->id, &found, err) < 0) return -1;
         if (!found)
             return ce_error_set(err, CE_EDUPLICATE, "a task with id '%s' already exists", x->id);
+        /* Repeated after a lost link and the key holds our own fresh id: the first try landed. */
+        if (x->attempts > 1 && !t->id && strcmp(mine, x->id) == 0) *x->created = 1;
     }
     return 0;
 }

@@ -44,7 +44,8 @@ int ce_ack_and_claim(ce_conn *c, const char *queue, ce_task_ref prev, const char
     handoff_ctx x = {queue, prev, worker_id, lease, acked, out};
     memset(out, 0, sizeof *out);
     *acked = 0;
-    if (ce_recover_if_due(c, queue, err) < 0) return -1;
-    /* The ack may have landed when the link drops: never repeated. */
-    return ce_conn_run(c, CE_ONCE, handoff_op, &x, err);
+    ce_recover_if_due(c, queue);
+    /* The ack commits before the claim inside the procedure: neither a lost link nor a
+     * deadlock in the claim may run it again (the ack would then report false). */
+    return ce_conn_run(c, CE_SINGLE, handoff_op, &x, err);
 }

@@ -60,6 +60,7 @@ static void read_dequeue_opts(lua_State *L, int idx, const char *fn, lbroker *b,
         *worker = aux_field_string(L, idx, "worker_id", fn, NULL);
         *lease = aux_field_number(L, idx, "lease", fn, *lease, &has);
         if (has && !(*lease > 0)) luaL_error(L, "celers: %s: 'lease' must be positive", fn);
+        aux_check_range(L, *lease, AUX_MAX_SECONDS, fn, "lease");
     }
 }
 
@@ -190,6 +191,7 @@ static int broker_reject(lua_State *L)
         error = aux_field_string(L, 3, "error", fn, NULL);
         delay = aux_field_number(L, 3, "delay", fn, -1, &has);
         if (has && !(delay >= 0)) luaL_error(L, "celers: %s: 'delay' must not be negative", fn);
+        if (has) aux_check_range(L, delay, AUX_MAX_SECONDS, fn, "delay");
     }
     rc = ce_reject(b->shared->conn, ref, requeue, delay, error, &outcome, &err);
     return push_outcome(L, rc, outcome, &err);
@@ -200,7 +202,9 @@ static int broker_retry(lua_State *L)
     const char *fn = "retry";
     lbroker *b = lbroker_check(L, fn);
     ce_task_ref ref = read_ref(L, 2, fn);
-    double delay = lua_isnoneornil(L, 3) ? -1 : aux_check_nonneg(L, 3, fn, "delay");
+    double delay = lua_isnoneornil(L, 3) ? -1
+                                         : aux_check_range(L, aux_check_nonneg(L, 3, fn, "delay"),
+                                                           AUX_MAX_SECONDS, fn, "delay");
     const char *error = aux_opt_string(L, 4, fn, "error");
     int outcome = 0, rc;
     ce_error err;
@@ -212,7 +216,10 @@ static int broker_touch(lua_State *L)
 {
     lbroker *b = lbroker_check(L, "touch");
     ce_task_ref ref = read_ref(L, 2, "touch");
-    double secs = lua_isnoneornil(L, 3) ? -1 : aux_check_nonneg(L, 3, "touch", "seconds");
+    double secs = lua_isnoneornil(L, 3)
+                      ? -1
+                      : aux_check_range(L, aux_check_nonneg(L, 3, "touch", "seconds"),
+                                        AUX_MAX_SECONDS, "touch", "seconds");
     int ok = 0, rc;
     ce_error err;
     rc = ce_touch(b->shared->conn, ref, secs, &ok, &err);

@@ -123,6 +123,9 @@ static void read_task_table(lua_State *L, int idx, const char *fn, ce_task_spec 
         luaL_error(L, "celers: %s: 'timeout' must be positive", fn);
     if (t->has_delay && !(t->delay >= 0))
         luaL_error(L, "celers: %s: 'delay' must not be negative", fn);
+    if (t->timeout != 0) aux_check_range(L, t->timeout, AUX_MAX_SECONDS, fn, "timeout");
+    if (t->has_delay) aux_check_range(L, t->delay, AUX_MAX_SECONDS, fn, "delay");
+    if (t->has_eta) aux_check_range(L, t->eta, AUX_MAX_UNIX_TIME, fn, "eta");
     if (t->id && strlen(t->id) != CE_UUID_LEN)
         luaL_error(L, "celers: %s: 'id' must be a 36-character UUID string", fn);
     if (item && payload_seen && !t->payload) {
@@ -166,12 +169,13 @@ static int do_enqueue(lua_State *L, lbroker *b, ce_task_spec *t)
     return 2;
 }
 
-static void read_enqueue_args(lua_State *L, const char *fn, int optidx, ce_task_spec *t)
+/* name at index base, payload at base + 1, options table at optidx. */
+static void read_enqueue_args(lua_State *L, const char *fn, int base, int optidx, ce_task_spec *t)
 {
     ce_task_spec_init(t);
-    t->name = aux_check_string(L, 2, fn, "name", NULL);
+    t->name = aux_check_string(L, base, fn, "name", NULL);
     if (!*t->name) luaL_error(L, "celers: %s: 'name' must not be empty", fn);
-    read_payload(L, 3, fn, t);
+    read_payload(L, base + 1, fn, t);
     if (aux_opt_table(L, optidx, fn, "opts")) {
         read_task_table(L, optidx, fn, t, 0);
     }
@@ -182,7 +186,7 @@ static int broker_enqueue(lua_State *L)
     lbroker *b = lbroker_check(L, "enqueue");
     ce_task_spec t;
     lua_settop(L, 4);
-    read_enqueue_args(L, "enqueue", 4, &t);
+    read_enqueue_args(L, "enqueue", 2, 4, &t);
     return do_enqueue(L, b, &t);
 }
 
@@ -192,8 +196,9 @@ static int broker_enqueue_at(lua_State *L)
     ce_task_spec t;
     lua_Number when;
     lua_settop(L, 5);
-    when = aux_check_number(L, 4, "enqueue_at", "unix_time");
-    read_enqueue_args(L, "enqueue_at", 5, &t);
+    when = aux_check_range(L, aux_check_number(L, 4, "enqueue_at", "unix_time"), AUX_MAX_UNIX_TIME,
+                           "enqueue_at", "unix_time");
+    read_enqueue_args(L, "enqueue_at", 2, 5, &t);
     t.has_eta = 1;
     t.eta = when;
     t.has_delay = 0;
@@ -206,8 +211,9 @@ static int broker_enqueue_after(lua_State *L)
     ce_task_spec t;
     lua_Number secs;
     lua_settop(L, 5);
-    secs = aux_check_nonneg(L, 4, "enqueue_after", "seconds");
-    read_enqueue_args(L, "enqueue_after", 5, &t);
+    secs = aux_check_range(L, aux_check_nonneg(L, 4, "enqueue_after", "seconds"), AUX_MAX_SECONDS,
+                           "enqueue_after", "seconds");
+    read_enqueue_args(L, "enqueue_after", 2, 5, &t);
     t.has_delay = 1;
     t.delay = secs;
     t.has_eta = 0;
@@ -291,9 +297,8 @@ static int broker_enqueue_recurring(lua_State *L)
     lua_settop(L, 6);
     schedule = aux_check_string(L, 2, fn, "schedule", NULL);
     run_at = aux_check_count(L, 3, fn, "run_at");
-    lua_remove(L, 2);
-    lua_remove(L, 2); /* now: self, name, payload, opts */
-    read_enqueue_args(L, fn, 4, &t);
+    /* The arguments stay on the stack, so the schedule name lives as long as the call. */
+    read_enqueue_args(L, fn, 4, 6, &t);
     if (ce_enqueue_recurring(b->shared->conn, b->queue, schedule, run_at, &t, id, &created, &err) <
         0)
         return aux_push_error(L, &err);

@@ -49,12 +49,14 @@ const char *lrows_encode_json(lua_State *L, int idx, const char *fn, const char 
 void lrows_push_decoded(lua_State *L, const char *s, size_t len)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, LROWS_JSON_DECODE_KEY);
-    lua_pushlstring(L, s, len);
-    if (lua_isnil(L, -2) || lua_pcall(L, 1, 1, 0) != 0) {
-        lua_pop(L, 1);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1); /* no decoder registered */
+    } else {
         lua_pushlstring(L, s, len);
-        lua_remove(L, -2);
+        if (lua_pcall(L, 1, 1, 0) == 0) return;
+        lua_pop(L, 1); /* the error message; the function and argument are gone */
     }
+    lua_pushlstring(L, s, len);
 }
 
 void lrows_set_json(lua_State *L, const ce_value *v, const char *key)

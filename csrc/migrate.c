@@ -12,13 +12,15 @@ static const char SQL_CREATE_TABLE[] =
     " applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),"
     " PRIMARY KEY (version)"
     ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
-/* Named locks are server-wide: include the database so separate schemas do not wait. */
-static const char SQL_LOCK[] = "SELECT GET_LOCK(CONCAT('celers_migrate:', DATABASE()), ?)";
-static const char SQL_UNLOCK[] = "SELECT RELEASE_LOCK(CONCAT('celers_migrate:', DATABASE()))";
+/* Named locks are server-wide: include the database so separate schemas do not wait (hashed:
+ * MySQL 8 refuses lock names over 64 characters). */
+static const char SQL_LOCK[] = "SELECT GET_LOCK(CONCAT('celers_migrate:', MD5(DATABASE())), ?)";
+static const char SQL_UNLOCK[] = "SELECT RELEASE_LOCK(CONCAT('celers_migrate:', MD5(DATABASE())))";
 static const char SQL_APPLIED[] = "SELECT version FROM celers_migrations";
 static const char SQL_RECORD[] = "INSERT INTO celers_migrations (version, name) VALUES (?, ?)";
-static const char SQL_LIST[] = "SELECT version, name, UNIX_TIMESTAMP(applied_at) FROM "
-                               "celers_migrations ORDER BY version";
+static const char SQL_LIST[] =
+    "SELECT version, name, " CE_EPOCH("applied_at") " FROM "
+                                                    "celers_migrations ORDER BY version";
 
 /* Run each statement of a migration. A statement ends with the delimiter (';' unless a
  * "DELIMITER x" line, as in the mariadb client, changed it) at the end of a line. Lines that

@@ -20,7 +20,7 @@ extern const unsigned int ce_migrations_count;
  * applied by this call (the array has ce_migrations_count entries). */
 int ce_migrate(ce_conn *c, int *applied, ce_error *err);
 
-/* Recorded migrations: rows of (version, name, UNIX_TIMESTAMP(applied_at)). */
+/* Recorded migrations: rows of (version, name, Unix time of applied_at). */
 int ce_list_migrations(ce_conn *c, ce_rows *out, ce_error *err);
 
 #endif

@@ -12,11 +12,16 @@ static const char SQL_STORE[] =
     "state = VALUES(state), queue = VALUES(queue), completed_at = VALUES(completed_at), "
     "expires_at = VALUES(expires_at)";
 
-static const char SQL_GET[] =
-    "SELECT task_id, task_name, state, result, result_type, error_message, "
-    "UNIX_TIMESTAMP(created_at), UNIX_TIMESTAMP(completed_at), UNIX_TIMESTAMP(expires_at), "
-    "queue, id FROM celers_results WHERE task_id = ? AND queue = ? "
-    "AND (expires_at IS NULL OR expires_at > NOW(6))";
+static const char SQL_GET[] = "SELECT task_id, task_name, state, result, result_type, "
+                              "error_message, " CE_EPOCH("created_at") ", " CE_EPOCH(
+                                  "completed_at") ", " CE_EPOCH("expires_at") ", "
+                                                                              "queue, id FROM "
+                                                                              "celers_results "
+                                                                              "WHERE task_id = ? "
+                                                                              "AND queue = ? "
+                                                                              "AND (expires_at IS "
+                                                                              "NULL OR expires_at "
+                                                                              "> NOW(6))";
 
 static const char SQL_DELETE[] = "DELETE FROM celers_results WHERE task_id = ? AND queue = ?";
 

@@ -93,6 +93,11 @@ static int fetch_all(MYSQL_STMT *stmt, MYSQL_RES *meta, ce_rows *out, ce_error *
             goto done;
         }
         if (f == MYSQL_NO_DATA) break;
+        if (f == MYSQL_DATA_TRUNCATED) {
+            /* cannot happen with buffers sized from max_length; never hand out clipped data */
+            ce_error_set(err, CE_ESQL, "a result column did not fit its buffer");
+            goto done;
+        }
         for (unsigned int i = 0; i < ncols; i++) {
             size_t cell = (size_t)r * ncols + i;
             unsigned long len;
@@ -217,6 +222,7 @@ int ce_exec(ce_conn *c, const char *sql, const ce_param *params, unsigned int np
         int next = mysql_stmt_next_result(stmt);
         if (next > 0) {
             ce_error_from_stmt(err, stmt);
+            if (out) ce_rows_free(out);
             rc = -1;
             goto done;
         }

@@ -13,15 +13,36 @@
 #define FENCE "id = ? AND state = 'processing' AND claim_id <=> COALESCE(?, claim_id)"
 
 static const char SQL_CLAIM[] =
-    "SELECT id, task_name, payload, payload_type, priority, retry_count + 1, max_retries, queue, "
-    "'processing', UNIX_TIMESTAMP(created_at), UNIX_TIMESTAMP(scheduled_at), "
-    "UNIX_TIMESTAMP(NOW(6)), NULL, ?, error_message, metadata, ?, "
-    "UNIX_TIMESTAMP(DATE_ADD(NOW(6), INTERVAL ROUND(1000000 * COALESCE(timeout_seconds, ?)) "
-    "MICROSECOND)), timeout_seconds, idempotency_key, NOW(6) "
-    "FROM celers_tasks "
-    "WHERE queue = ? AND state = 'pending' AND scheduled_at <= NOW(6) "
-    "AND NOT EXISTS (SELECT 1 FROM celers_queue_pauses WHERE queue = ?) "
-    "ORDER BY priority DESC, scheduled_at, id LIMIT ? FOR UPDATE SKIP LOCKED";
+    "SELECT id, task_name, payload, payload_type, priority, retry_count + 1, max_retries, "
+    "queue, "
+    "'processing', " CE_EPOCH("created_at") ", " CE_EPOCH("scheduled_at") ", " CE_EPOCH(
+        "NOW(6)") ", NULL, ?, error_message, metadata, "
+                  "?, " CE_EPOCH("DATE_ADD(NOW(6), INTERVAL "
+                                 "ROUND(1000000 * "
+                                 "COALESCE(timeout_seconds, ?)) "
+                                 "MICROSECOND)") ", "
+                                                 "timeout_"
+                                                 "seconds, "
+                                                 "idempotency_"
+                                                 "key, NOW(6) "
+                                                 "FROM "
+                                                 "celers_tasks "
+                                                 "WHERE queue = "
+                                                 "? AND state = "
+                                                 "'pending' AND "
+                                                 "scheduled_at "
+                                                 "<= NOW(6) "
+                                                 "AND NOT EXISTS "
+                                                 "(SELECT 1 FROM "
+                                                 "celers_queue_"
+                                                 "pauses WHERE "
+                                                 "queue = ?) "
+                                                 "ORDER BY "
+                                                 "priority DESC, "
+                                                 "scheduled_at, "
+                                                 "id LIMIT ? FOR "
+                                                 "UPDATE SKIP "
+                                                 "LOCKED";
 
 #define CLAIM_UPDATE                                                                               \
     "UPDATE celers_tasks SET state = 'processing', started_at = CAST(? AS DATETIME(6)), "          \
@@ -35,7 +56,7 @@ static const char SQL_ACK[] = "UPDATE celers_tasks SET state = 'completed', comp
 
 static const char SQL_RETRY[] =
     "UPDATE celers_tasks SET state = 'pending', scheduled_at = DATE_ADD(NOW(6), INTERVAL "
-    "ROUND(1000000 * COALESCE(?, LEAST(?, ? * POW(?, GREATEST(retry_count - 1, 0))))) "
+    "ROUND(1000000 * COALESCE(?, LEAST(?, ? * POW(?, LEAST(GREATEST(retry_count - 1, 0), 64))))) "
     "MICROSECOND), error_message = COALESCE(?, error_message), worker_id = NULL, "
     "claim_id = NULL, lease_expires_at = NULL WHERE " FENCE " AND retry_count <= max_retries";
 
@@ -186,15 +207,38 @@ int ce_claim(ce_conn *c, const char *queue, unsigned int n, const char *worker_i
 {
     claim_ctx x = {queue, n, worker_id, lease, out};
     memset(out, 0, sizeof *out);
-    if (ce_recover_if_due(c, queue, err) < 0) return -1;
+    ce_recover_if_due(c, queue);
     return ce_conn_run(c, CE_REPEAT, claim_op, &x, err);
 }
 
-int ce_recover_if_due(ce_conn *c, const char *queue, ce_error *err)
+/* The sweep slot of queue on c: its own, a free one, or the least recently swept. */
+static int sweep_slot(ce_conn *c, const char *queue)
+{
+    int oldest = 0;
+    for (int i = 0; i < CE_SWEEP_SLOTS; i++) {
+        if (strncmp(c->sweeps[i].queue, queue, sizeof c->sweeps[i].queue) == 0) return i;
+        if (c->sweeps[i].at < c->sweeps[oldest].at) oldest = i;
+    }
+    return oldest;
+}
+
+static void note_sweep(ce_conn *c, const char *queue)
+{
+    int i = sweep_slot(c, queue);
+    snprintf(c->sweeps[i].queue, sizeof c->sweeps[i].queue, "%s", queue);
+    c->sweeps[i].at = ce_monotonic();
+}
+
+void ce_recover_if_due(ce_conn *c, const char *queue)
 {
     unsigned long long requeued, dead;
-    if (ce_monotonic() - c->last_recover < c->cfg.recover_interval) return 0;
-    return ce_recover_expired(c, queue, -1, &requeued, &dead, err);
+    ce_error ignored;
+    int i = sweep_slot(c, queue);
+    if (strncmp(c->sweeps[i].queue, queue, sizeof c->sweeps[i].queue) == 0 &&
+        ce_monotonic() - c->sweeps[i].at < c->cfg.recover_interval)
+        return;
+    /* Best effort: a failed sweep must not fail the claim; the next one tries again later. */
+    if (ce_recover_expired(c, queue, -1, &requeued, &dead, &ignored) < 0) note_sweep(c, queue);
 }
 
 /* ---- settle ------------------------------------------------------------------------- */
@@ -226,55 +270,39 @@ int ce_ack(ce_conn *c, ce_task_ref ref, int *ok, ce_error *err)
     return run_update(c, &x, ok, err);
 }
 
+/* Pairs per ack_batch statement: 1000 parameters, far below the protocol's 65535. */
+#define ACK_CHUNK 500
+
 typedef struct {
     const ce_task_ref *refs;
     size_t n;
     unsigned long long acked;
 } ack_batch_ctx;
 
+/* One UPDATE fenced per row by (id, claim_id) IN ((?, ?), ...), a range on the primary key. */
 static int ack_batch_op(ce_conn *c, void *vctx, ce_error *err)
 {
+    static const char head[] = "UPDATE celers_tasks SET state = 'completed', completed_at = "
+                               "NOW(6), lease_expires_at = NULL WHERE state = 'processing' AND "
+                               "(id, claim_id) IN (";
     ack_batch_ctx *x = vctx;
-    /* Claim ids are unique per claim, so "id in ours and claim in ours" fences every row. */
-    char *ids_sql =
-        in_list_sql("UPDATE celers_tasks SET state = 'completed', completed_at = "
-                    "NOW(6), lease_expires_at = NULL WHERE state = 'processing' AND id ",
-                    x->n, "");
-    const char **claims = malloc(sizeof *claims * x->n);
+    char *sql = malloc(sizeof head + x->n * 7 + 2), *s;
     ce_param *p = malloc(sizeof *p * x->n * 2);
-    size_t nclaims = 0;
-    char *sql = NULL;
     int rc = -1;
-
-    if (!ids_sql || !claims || !p) goto nomem;
+    if (!sql || !p) {
+        ce_error_set(err, CE_ENOMEM, "out of memory");
+        goto done;
+    }
+    s = sql + sprintf(sql, "%s", head);
     for (size_t i = 0; i < x->n; i++) {
-        size_t j;
-        p[i] = ce_pstr(x->refs[i].id);
-        for (j = 0; j < nclaims; j++)
-            if (strcmp(claims[j], x->refs[i].claim_id) == 0) break;
-        if (j == nclaims) claims[nclaims++] = x->refs[i].claim_id;
+        s += sprintf(s, i ? ",(?,?)" : "(?,?)");
+        p[2 * i] = ce_pstr(x->refs[i].id);
+        p[2 * i + 1] = ce_pstr(x->refs[i].claim_id);
     }
-    for (size_t j = 0; j < nclaims; j++)
-        p[x->n + j] = ce_pstr(claims[j]);
-    {
-        char *tail = in_list_sql(" AND claim_id ", nclaims, "");
-        if (!tail) goto nomem;
-        sql = malloc(strlen(ids_sql) + strlen(tail) + 1);
-        if (!sql) {
-            free(tail);
-            goto nomem;
-        }
-        sprintf(sql, "%s%s", ids_sql, tail);
-        free(tail);
-    }
-    rc = ce_exec(c, sql, p, (unsigned int)(x->n + nclaims), NULL, &x->acked, err);
-    goto done;
-nomem:
-    ce_error_set(err, CE_ENOMEM, "out of memory");
+    strcpy(s, ")");
+    rc = ce_exec(c, sql, p, (unsigned int)(x->n * 2), NULL, &x->acked, err);
 done:
-    free(ids_sql);
     free(sql);
-    free(claims);
     free(p);
     return rc;
 }
@@ -282,23 +310,23 @@ done:
 int ce_ack_batch(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long long *acked,
                  ce_error *err)
 {
-    ack_batch_ctx x = {refs, n, 0};
-    size_t bare = 0;
     *acked = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!refs[i].claim_id) bare++;
-    if (bare) {
-        /* Bare ids carry no claim: settle them one by one, fenced by state alone. */
-        for (size_t i = 0; i < n; i++) {
-            int ok = 0;
-            if (ce_ack(c, refs[i], &ok, err) < 0) return -1;
-            *acked += (unsigned long long)ok;
+    for (size_t i = 0; i < n; i++) {
+        if (!refs[i].claim_id) {
+            /* Bare ids carry no claim: settle them one by one, fenced by state alone. */
+            for (size_t k = 0; k < n; k++) {
+                int ok = 0;
+                if (ce_ack(c, refs[k], &ok, err) < 0) return -1;
+                *acked += (unsigned long long)ok;
+            }
+            return 0;
         }
-        return 0;
     }
-    if (n == 0) return 0;
-    if (ce_conn_run(c, CE_ONCE, ack_batch_op, &x, err) < 0) return -1;
-    *acked = x.acked;
+    for (size_t from = 0; from < n; from += ACK_CHUNK) {
+        ack_batch_ctx x = {refs + from, n - from < ACK_CHUNK ? n - from : ACK_CHUNK, 0};
+        if (ce_conn_run(c, CE_ONCE, ack_batch_op, &x, err) < 0) return -1;
+        *acked += x.acked;
+    }
     return 0;
 }
 
@@ -410,7 +438,7 @@ int ce_recover_expired(ce_conn *c, const char *queue, double older_than,
     recover_ctx x = {queue, older_than, 0, 0};
     /* Each step commits on its own, so repeating after a lost link only redoes what is left. */
     if (ce_conn_run(c, CE_REPEAT, recover_op, &x, err) < 0) return -1;
-    c->last_recover = ce_monotonic();
+    note_sweep(c, queue);
     *requeued = x.requeued;
     *dead = x.dead;
     return 0;

@@ -33,12 +33,28 @@ enum ce_task_col {
     CE_T_NCOLS
 };
 
-/* SELECT list producing those columns from celers_tasks; times as Unix seconds. */
+/* SELECT list producing those columns from celers_tasks; times as Unix seconds (CE_EPOCH). */
 #define CE_TASK_COLUMNS                                                                            \
-    "id, task_name, payload, payload_type, priority, retry_count, max_retries, queue, state, "     \
-    "UNIX_TIMESTAMP(created_at), UNIX_TIMESTAMP(scheduled_at), UNIX_TIMESTAMP(started_at), "       \
-    "UNIX_TIMESTAMP(completed_at), worker_id, error_message, metadata, claim_id, "                 \
-    "UNIX_TIMESTAMP(lease_expires_at), timeout_seconds, idempotency_key"
+    "id, task_name, payload, payload_type, priority, retry_count, max_retries, queue, "            \
+    "state, " CE_EPOCH("created_at") ", " CE_EPOCH("scheduled_at") ", " CE_EPOCH(                  \
+        "started_at") ", " CE_EPOCH("completed_at") ", worker_id, error_message, metadata, "       \
+                                                    "claim_id, " CE_EPOCH("lease_expires_at") ", " \
+                                                                                              "ti" \
+                                                                                              "me" \
+                                                                                              "ou" \
+                                                                                              "t_" \
+                                                                                              "se" \
+                                                                                              "co" \
+                                                                                              "nd" \
+                                                                                              "s," \
+                                                                                              " i" \
+                                                                                              "de" \
+                                                                                              "mp" \
+                                                                                              "ot" \
+                                                                                              "en" \
+                                                                                              "cy" \
+                                                                                              "_k" \
+                                                                                              "ey"
 
 /* Reference to a claimed task: the id and the claim that fences settling.
  * claim_id NULL fences on state alone (the caller passed a bare id). */
@@ -70,9 +86,10 @@ int ce_cancel(ce_conn *c, const char *id, int *ok, ce_error *err);
 int ce_recover_expired(ce_conn *c, const char *queue, double older_than,
                        unsigned long long *requeued, unsigned long long *dead, ce_error *err);
 
-/* The sweep above, when recover_interval seconds have passed since the last one on c;
- * claims call it so crashed workers' tasks come back without a separate job. */
-int ce_recover_if_due(ce_conn *c, const char *queue, ce_error *err);
+/* The sweep above for queue when recover_interval seconds have passed since its last one on
+ * c (tracked per queue); claims call it so crashed workers' tasks come back without a
+ * separate job. Best effort: a failing sweep is left for the next claim. */
+void ce_recover_if_due(ce_conn *c, const char *queue);
 
 int ce_pause(ce_conn *c, const char *queue, ce_error *err);
 int ce_resume(ce_conn *c, const char *queue, ce_error *err);

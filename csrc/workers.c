@@ -9,12 +9,12 @@ static const char SQL_BEAT[] =
     "info = ?, last_seen = NOW(6)";
 
 static const char SQL_LIST[] =
-    "SELECT worker_id, queue, hostname, pid, UNIX_TIMESTAMP(started_at), "
-    "UNIX_TIMESTAMP(last_seen), processed, failed, info, "
-    "TIMESTAMPDIFF(MICROSECOND, last_seen, NOW(6)) / 1000000 "
-    "FROM celers_workers WHERE queue = ? AND (? IS NULL OR "
-    "last_seen >= DATE_SUB(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)) "
-    "ORDER BY last_seen DESC";
+    "SELECT worker_id, queue, hostname, pid, " CE_EPOCH("started_at") ", " CE_EPOCH(
+        "last_seen") ", processed, failed, info, "
+                     "TIMESTAMPDIFF(MICROSECOND, last_seen, NOW(6)) / 1000000 "
+                     "FROM celers_workers WHERE queue = ? AND (? IS NULL OR "
+                     "last_seen >= DATE_SUB(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)) "
+                     "ORDER BY last_seen DESC";
 
 static const char SQL_REMOVE[] = "DELETE FROM celers_workers WHERE worker_id = ?";
 

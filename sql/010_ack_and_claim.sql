@@ -1,22 +1,28 @@
 -- One round trip for a worker's loop: settle the task in hand and claim the next one.
--- The ack commits on its own first; the claim is the same SKIP LOCKED transaction as
--- celers_tasks' regular claim. The result is one row: the claimed task's columns (all NULL
--- when none was ready) and whether the ack landed.
+-- The ack commits on its own first; the claim is the same SKIP LOCKED transaction as the
+-- regular claim. The result is one row: the claimed task's columns (all NULL when none was
+-- ready) and whether the ack landed. Any error rolls the claim back before it is raised, so
+-- no transaction is left open on the caller's connection.
 DROP PROCEDURE IF EXISTS celers_ack_and_claim;
 
 DELIMITER //
 CREATE PROCEDURE celers_ack_and_claim(
-    IN p_ack_id    CHAR(36),
-    IN p_ack_claim CHAR(36),
-    IN p_queue     VARCHAR(255),
-    IN p_worker    VARCHAR(255),
-    IN p_claim     CHAR(36),
+    IN p_ack_id    CHAR(36) CHARACTER SET utf8mb4,
+    IN p_ack_claim CHAR(36) CHARACTER SET utf8mb4,
+    IN p_queue     VARCHAR(255) CHARACTER SET utf8mb4,
+    IN p_worker    VARCHAR(255) CHARACTER SET utf8mb4,
+    IN p_claim     CHAR(36) CHARACTER SET utf8mb4,
     IN p_lease     DOUBLE)
 BEGIN
     DECLARE v_acked INT DEFAULT 0;
-    DECLARE v_id CHAR(36) DEFAULT NULL;
+    DECLARE v_id CHAR(36) CHARACTER SET utf8mb4 DEFAULT NULL;
     DECLARE v_now DATETIME(6) DEFAULT NULL;
     DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_id = NULL;
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION
+    BEGIN
+        ROLLBACK;
+        RESIGNAL;
+    END;
 
     IF p_ack_id IS NOT NULL THEN
         UPDATE celers_tasks
@@ -43,12 +49,21 @@ BEGIN
     END IF;
     COMMIT;
 
+    -- Times as Unix seconds; UNIX_TIMESTAMP() is NULL past 2038 on MariaDB before 11.5.
     SELECT t.id, t.task_name, t.payload, t.payload_type, t.priority, t.retry_count,
-           t.max_retries, t.queue, t.state, UNIX_TIMESTAMP(t.created_at),
-           UNIX_TIMESTAMP(t.scheduled_at), UNIX_TIMESTAMP(t.started_at),
-           UNIX_TIMESTAMP(t.completed_at), t.worker_id, t.error_message, t.metadata,
-           t.claim_id, UNIX_TIMESTAMP(t.lease_expires_at), t.timeout_seconds,
-           t.idempotency_key, v_acked
+           t.max_retries, t.queue, t.state,
+           CAST(TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', t.created_at)
+                AS DECIMAL(26, 6)) / 1000000,
+           CAST(TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', t.scheduled_at)
+                AS DECIMAL(26, 6)) / 1000000,
+           CAST(TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', t.started_at)
+                AS DECIMAL(26, 6)) / 1000000,
+           CAST(TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', t.completed_at)
+                AS DECIMAL(26, 6)) / 1000000,
+           t.worker_id, t.error_message, t.metadata, t.claim_id,
+           CAST(TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', t.lease_expires_at)
+                AS DECIMAL(26, 6)) / 1000000,
+           t.timeout_seconds, t.idempotency_key, v_acked
       FROM (SELECT 1 AS one) AS d
       LEFT JOIN celers_tasks AS t ON t.id = v_id;
 END //

@@ -225,6 +225,8 @@ function Scheduler:_enqueue(sch, run_at)
     md.schedule, md.run_at = sch.name, run_at
     opts.metadata = md
   end
+  -- an interval given as 30.0 makes float times; the core wants an integer on Lua 5.4
+  if math.tointeger then run_at = math.tointeger(run_at) or run_at end
   return self.broker:enqueue_recurring(sch.name, run_at, sch.task, payload, opts)
 end
 

@@ -202,8 +202,13 @@ end
 M.error_text = error_text
 
 -- The lease of a task in hand, in seconds.
+-- (The claim's own lease, lease_expires_at - started_at, covers the broker's default.)
 function Worker:_lease_of(task)
-  return task.timeout or self.lease or 300
+  if task.timeout or self.lease then return task.timeout or self.lease end
+  if task.lease_expires_at and task.started_at and task.lease_expires_at > task.started_at then
+    return task.lease_expires_at - task.started_at
+  end
+  return 300
 end
 
 -- Extend the leases of the tasks in hand whose last extension is older than the heartbeat
@@ -261,10 +266,13 @@ function Worker:_settle(task, handler, ok, res, err)
     local store = handler.store_result
     if store == nil then store = self.store_results end
     if store and b.store_result then
-      local sok, serr = b:store_result(task.id, {
+      -- A result that cannot be stored (a function in it, say) raises: it must not keep the
+      -- task from being acked, or every worker it reaches would crash on it.
+      local pok, sok, serr = pcall(b.store_result, b, task.id, {
         task_name = task.name, status = "success", result = res,
         ttl = handler.result_ttl or self.result_ttl,
       })
+      if not pok then sok, serr = nil, sok end
       if not sok then self.log("warn", "storing the result of " .. task.id .. " failed: " .. tostring(serr)) end
     end
     if self._defer_ack then
