@@ -77,11 +77,20 @@ void aux_check_options(lua_State *L, int idx, const char *fn, const char *const 
     }
 }
 
+/* Push t[key] without metamethods: a string read from an options table must be held by the
+ * table itself, not computed by __index and gone once popped. */
+static void raw_field(lua_State *L, int idx, const char *key)
+{
+    idx = lua_absindex(L, idx);
+    lua_pushstring(L, key);
+    lua_rawget(L, idx);
+}
+
 const char *aux_field_string(lua_State *L, int idx, const char *key, const char *fn,
                              const char *dflt)
 {
     const char *s = dflt;
-    lua_getfield(L, idx, key);
+    raw_field(L, idx, key);
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING) aux_arg_error(L, fn, key, "a string", -1);
         s = lua_tostring(L, -1); /* kept alive by the options table */
@@ -94,7 +103,7 @@ lua_Number aux_field_number(lua_State *L, int idx, const char *key, const char *
                             int *present)
 {
     lua_Number n = dflt;
-    lua_getfield(L, idx, key);
+    raw_field(L, idx, key);
     if (present) *present = !lua_isnil(L, -1);
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TNUMBER) aux_arg_error(L, fn, key, "a number", -1);
@@ -107,7 +116,7 @@ lua_Number aux_field_number(lua_State *L, int idx, const char *key, const char *
 long long aux_field_integer(lua_State *L, int idx, const char *key, const char *fn, long long dflt)
 {
     long long n = dflt;
-    lua_getfield(L, idx, key);
+    raw_field(L, idx, key);
     if (!lua_isnil(L, -1)) {
         if (!lua_isinteger(L, -1)) aux_arg_error(L, fn, key, "an integer", -1);
         n = (long long)lua_tonumber(L, -1);
@@ -119,7 +128,7 @@ long long aux_field_integer(lua_State *L, int idx, const char *key, const char *
 int aux_field_bool(lua_State *L, int idx, const char *key, const char *fn, int dflt)
 {
     int b = dflt;
-    lua_getfield(L, idx, key);
+    raw_field(L, idx, key);
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TBOOLEAN) aux_arg_error(L, fn, key, "a boolean", -1);
         b = lua_toboolean(L, -1);

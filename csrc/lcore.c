@@ -260,6 +260,7 @@ static int core_wait(lua_State *L)
 static int core_kill(lua_State *L)
 {
     pid_t pid = (pid_t)aux_check_number(L, 1, "kill", "pid");
+    if (pid <= 0) luaL_error(L, "celers: kill: 'pid' must be a process id above 0");
     int sig = (int)aux_check_number(L, 2, "kill", "signal");
     lua_pushboolean(L, ce_kill(pid, sig) == 0);
     return 1;

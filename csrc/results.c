@@ -7,10 +7,10 @@ static const char SQL_STORE[] =
     "INSERT INTO celers_results (id, task_id, task_name, result, result_type, error_message, "
     "state, queue, created_at, completed_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NOW(6), "
     "IF(?, NOW(6), NULL), DATE_ADD(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)) "
-    "ON DUPLICATE KEY UPDATE task_name = VALUES(task_name), result = VALUES(result), "
-    "result_type = VALUES(result_type), error_message = VALUES(error_message), "
-    "state = VALUES(state), queue = VALUES(queue), completed_at = VALUES(completed_at), "
-    "expires_at = VALUES(expires_at)";
+    /* the new values bound again: MySQL 8 deprecates VALUES() here, MariaDB lacks the alias */
+    "ON DUPLICATE KEY UPDATE task_name = ?, result = ?, result_type = ?, error_message = ?, "
+    "state = ?, queue = ?, completed_at = IF(?, NOW(6), NULL), "
+    "expires_at = DATE_ADD(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)";
 
 static const char SQL_GET[] = "SELECT task_id, task_name, state, result, result_type, "
                               "error_message, " CE_EPOCH("created_at") ", " CE_EPOCH(
@@ -35,7 +35,7 @@ int ce_store_result(ce_conn *c, const char *queue, const char *task_id, const ce
                     ce_error *err)
 {
     char id[CE_UUID_LEN + 1];
-    ce_param p[10];
+    ce_param p[18];
     ce_uuid7(id);
     p[0] = ce_pstr(id);
     p[1] = ce_pstr(task_id);
@@ -47,7 +47,9 @@ int ce_store_result(ce_conn *c, const char *queue, const char *task_id, const ce
     p[7] = ce_pstr(queue);
     p[8] = ce_pint(r->status && r->status[0] != 'p'); /* success/failure complete it */
     p[9] = r->has_ttl ? ce_pdouble(r->ttl) : ce_pnull();
-    return ce_write(c, SQL_STORE, p, 10, NULL, err);
+    for (int i = 2; i < 10; i++)
+        p[8 + i] = p[i];
+    return ce_write(c, SQL_STORE, p, 18, NULL, err);
 }
 
 int ce_get_result(ce_conn *c, const char *queue, const char *task_id, ce_rows *out, ce_error *err)
