@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the build and the tests need, if any is missing.
-# Quiet when everything is there.
+# Installs the Debian packages the build and the tests need, if any is missing, plus any
+# package named on the command line (scripts/lint.sh adds its linters). Quiet when everything
+# is there.
 set -euo pipefail
 
 PACKAGES=(
@@ -12,6 +13,7 @@ PACKAGES=(
     libmariadb-dev libmariadb-dev-compat uuid-dev
     mariadb-server valgrind
     nginx libnginx-mod-http-lua curl
+    "$@"
 )
 
 missing=()

@@ -4,6 +4,8 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
+scripts/deps.sh clang-format clang-tidy cppcheck || exit 1
+make -s build >/dev/null || exit 1
 status=0
 INCLUDES=$(pkg-config --cflags lua5.4 libmariadb uuid)
 
