@@ -226,6 +226,42 @@ static int broker_touch(lua_State *L)
     return push_ok(L, rc, ok, &err);
 }
 
+/* touch_batch(tasks, seconds) -> number still held, list of booleans (one per task) */
+static int broker_touch_batch(lua_State *L)
+{
+    const char *fn = "touch_batch";
+    lbroker *b = lbroker_check(L, fn);
+    double secs = -1;
+    size_t n;
+    ce_task_ref *refs;
+    unsigned char *held;
+    int count = 0;
+    ce_error err;
+    if (!lua_istable(L, 2)) aux_arg_error(L, fn, "tasks", "a list of tasks", 2);
+    if (!lua_isnoneornil(L, 3))
+        secs = aux_check_range(L, aux_check_nonneg(L, 3, fn, "seconds"), AUX_MAX_SECONDS, fn,
+                               "seconds");
+    n = lua_rawlen(L, 2);
+    refs = lua_newuserdata(L, sizeof *refs * (n ? n : 1));
+    held = lua_newuserdata(L, n ? n : 1);
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, (int)i + 1);
+        refs[i] = read_ref(L, -1, fn); /* strings stay alive in the tasks list */
+        lua_pop(L, 1);
+    }
+    if (n && ce_touch_batch(b->shared->conn, refs, n, secs, held, &err) < 0)
+        return aux_push_error(L, &err);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushboolean(L, held[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+        count += held[i];
+    }
+    lua_pushinteger(L, count);
+    lua_insert(L, -2);
+    return 2;
+}
+
 static int broker_cancel(lua_State *L)
 {
     lbroker *b = lbroker_check(L, "cancel");
@@ -309,6 +345,7 @@ static const luaL_Reg methods[] = {
     {"reject", broker_reject},
     {"retry", broker_retry},
     {"touch", broker_touch},
+    {"touch_batch", broker_touch_batch},
     {"cancel", broker_cancel},
     {"pause", broker_pause},
     {"resume", broker_resume},

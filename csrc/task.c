@@ -123,6 +123,18 @@ static char *in_list_sql(const char *prefix, size_t n, const char *suffix)
     return sql;
 }
 
+/* "<head>(?,?),(?,?)...)": n (id, claim_id) pairs for a row-constructor IN list. */
+static char *pairs_sql(const char *head, size_t n)
+{
+    char *sql = malloc(strlen(head) + n * 6 + 2), *s;
+    if (!sql) return NULL;
+    s = sql + sprintf(sql, "%s", head);
+    for (size_t i = 0; i < n; i++)
+        s += sprintf(s, i ? ",(?,?)" : "(?,?)");
+    strcpy(s, ")");
+    return sql;
+}
+
 static int one_count(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, long long *out,
                      ce_error *err)
 {
@@ -286,20 +298,17 @@ static int ack_batch_op(ce_conn *c, void *vctx, ce_error *err)
                                "NOW(6), lease_expires_at = NULL WHERE state = 'processing' AND "
                                "(id, claim_id) IN (";
     ack_batch_ctx *x = vctx;
-    char *sql = malloc(sizeof head + x->n * 7 + 2), *s;
+    char *sql = pairs_sql(head, x->n);
     ce_param *p = malloc(sizeof *p * x->n * 2);
     int rc = -1;
     if (!sql || !p) {
         ce_error_set(err, CE_ENOMEM, "out of memory");
         goto done;
     }
-    s = sql + sprintf(sql, "%s", head);
     for (size_t i = 0; i < x->n; i++) {
-        s += sprintf(s, i ? ",(?,?)" : "(?,?)");
         p[2 * i] = ce_pstr(x->refs[i].id);
         p[2 * i + 1] = ce_pstr(x->refs[i].claim_id);
     }
-    strcpy(s, ")");
     rc = ce_exec(c, sql, p, (unsigned int)(x->n * 2), NULL, &x->acked, err);
 done:
     free(sql);
@@ -383,6 +392,81 @@ int ce_touch(ce_conn *c, ce_task_ref ref, double seconds, int *ok, ce_error *err
                     4,
                     0};
     return run_update(c, &x, ok, err);
+}
+
+typedef struct {
+    const ce_task_ref *refs;
+    size_t n;
+    double seconds;
+    unsigned char *held;
+} touch_batch_ctx;
+
+static int touch_batch_op(ce_conn *c, void *vctx, ce_error *err)
+{
+    static const char update[] = "UPDATE celers_tasks SET lease_expires_at = DATE_ADD(NOW(6), "
+                                 "INTERVAL ROUND(1000000 * COALESCE(?, timeout_seconds, ?)) "
+                                 "MICROSECOND) WHERE state = 'processing' AND (id, claim_id) IN (";
+    static const char still[] =
+        "SELECT id, claim_id FROM celers_tasks WHERE state = 'processing' AND "
+        "(id, claim_id) IN (";
+    touch_batch_ctx *x = vctx;
+    char *usql = pairs_sql(update, x->n), *ssql = pairs_sql(still, x->n);
+    ce_param *p = malloc(sizeof *p * (x->n * 2 + 2));
+    unsigned long long affected = 0;
+    ce_rows rows = {0};
+    int rc = -1;
+    if (!usql || !ssql || !p) {
+        ce_error_set(err, CE_ENOMEM, "out of memory");
+        goto done;
+    }
+    p[0] = x->seconds >= 0 ? ce_pdouble(x->seconds) : ce_pnull();
+    p[1] = ce_pdouble(c->cfg.lease);
+    for (size_t i = 0; i < x->n; i++) {
+        p[2 + 2 * i] = ce_pstr(x->refs[i].id);
+        p[3 + 2 * i] = ce_pstr(x->refs[i].claim_id);
+    }
+    if (ce_exec(c, usql, p, (unsigned int)(x->n * 2 + 2), NULL, &affected, err) < 0) goto done;
+    memset(x->held, affected == x->n, x->n);
+    /* Some leases were lost: ask which tasks are still ours (rare, one more round trip). */
+    if (affected < x->n) {
+        if (ce_exec(c, ssql, p + 2, (unsigned int)(x->n * 2), &rows, NULL, err) < 0) goto done;
+        for (unsigned int r = 0; r < rows.nrows; r++)
+            for (size_t i = 0; i < x->n; i++)
+                if (CE_CELL(&rows, r, 1)->data &&
+                    strcmp(CE_CELL(&rows, r, 0)->data, x->refs[i].id) == 0 &&
+                    strcmp(CE_CELL(&rows, r, 1)->data, x->refs[i].claim_id) == 0)
+                    x->held[i] = 1;
+    }
+    rc = 0;
+done:
+    ce_rows_free(&rows);
+    free(usql);
+    free(ssql);
+    free(p);
+    return rc;
+}
+
+int ce_touch_batch(ce_conn *c, const ce_task_ref *refs, size_t n, double seconds,
+                   unsigned char *held, ce_error *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!refs[i].claim_id) {
+            /* Bare ids carry no claim: one by one, fenced by state alone. */
+            for (size_t k = 0; k < n; k++) {
+                int ok = 0;
+                if (ce_touch(c, refs[k], seconds, &ok, err) < 0) return -1;
+                held[k] = (unsigned char)ok;
+            }
+            return 0;
+        }
+    }
+    for (size_t from = 0; from < n; from += ACK_CHUNK) {
+        touch_batch_ctx x = {refs + from, n - from < ACK_CHUNK ? n - from : ACK_CHUNK, seconds,
+                             held + from};
+        /* Extending a lease again is harmless: safe to repeat after a lost link. */
+        if (ce_conn_run(c, CE_REPEAT, touch_batch_op, &x, err) < 0) return -1;
+    }
+    return 0;
 }
 
 int ce_cancel(ce_conn *c, const char *id, int *ok, ce_error *err)

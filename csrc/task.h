@@ -78,6 +78,10 @@ int ce_reject(ce_conn *c, ce_task_ref ref, int requeue, double delay, const char
               int *outcome, ce_error *err);
 /* Extend the lease by seconds (< 0: the task's timeout or the broker's lease). */
 int ce_touch(ce_conn *c, ce_task_ref ref, double seconds, int *ok, ce_error *err);
+/* Extend the leases of n held tasks in one statement (seconds < 0: each task's timeout or the
+ * broker's lease); held[i] is set to 1 when task i is still held under its claim. */
+int ce_touch_batch(ce_conn *c, const ce_task_ref *refs, size_t n, double seconds,
+                   unsigned char *held, ce_error *err);
 /* Cancel a pending or processing task. */
 int ce_cancel(ce_conn *c, const char *id, int *ok, ce_error *err);
 

@@ -89,6 +89,26 @@ describe("edge cases", function()
     assert.equal("completed", scalar("SELECT state FROM celers_tasks WHERE id = " .. sqls(other.id)))
   end)
 
+  it("touch_batch extends every held lease in one call and reports the lost ones", function()
+    local id1 = assert(broker:enqueue("t", "1"))
+    local stale = assert(broker:dequeue { lease = 0.2 })
+    core.sleep(0.4)
+    assert(broker:enqueue("t", "2"))
+    local fresh = assert(broker:dequeue_batch(2, { lease = 5 }))
+    assert.equal(2, #fresh)
+    local before = tonumber(scalar("SELECT MAX(TIMESTAMPDIFF(MICROSECOND, NOW(6), lease_expires_at)) FROM celers_tasks"))
+    local n, held = broker:touch_batch({ fresh[1], stale, fresh[2] }, 600)
+    assert.equal(2, n)
+    assert.same({ true, false, true }, held)
+    local after = tonumber(scalar("SELECT MIN(TIMESTAMPDIFF(SECOND, NOW(6), lease_expires_at)) FROM celers_tasks "
+      .. "WHERE state = 'processing'"))
+    assert.is_true(after > 590)
+    assert.is_true(before < 6 * 1000000)
+    assert.equal(id1, stale.id)
+    assert.has_error(function() broker:touch_batch("x") end,
+      "celers: touch_batch: 'tasks' must be a list of tasks (got string)")
+  end)
+
   it("refuses delays, leases and times the server's date arithmetic cannot hold", function()
     assert.has_error(function() broker:enqueue("t", "x", { timeout = math.huge }) end,
       "celers: enqueue: 'timeout' must be within 0..315360000")

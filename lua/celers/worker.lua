@@ -212,30 +212,39 @@ function Worker:_lease_of(task)
 end
 
 -- Extend the leases of the tasks in hand whose last extension is older than the heartbeat
--- interval (force: all of them). Tasks whose lease was lost are dropped from the hand.
+-- interval (force: all of them), in one round trip (touch_batch). Tasks whose lease was lost
+-- are dropped from the hand.
 function Worker:_heartbeat(force)
   local now = core.monotonic()
-  local ok_all = true
-  for i = #self.in_hand, 1, -1 do
-    local h = self.in_hand[i]
+  local due, at = {}, {}
+  for i, h in ipairs(self.in_hand) do
     local every = self.heartbeat_every or self:_lease_of(h.task) / 3
     if force or now - h.touched >= every then
-      local ok, err = self.broker:touch(h.task, self:_lease_of(h.task))
-      if ok then
-        h.touched = now
-      elseif ok == false then
-        h.lost = true
-        table.remove(self.in_hand, i)
-        self.counts.lost = self.counts.lost + 1
-        self.log("warn", ("lease of task %s (%s) was lost"):format(h.task.id, h.task.name))
-        self:_emit("lost", { task = h.task })
-        ok_all = false
-      else
-        self.log("warn", "heartbeat failed: " .. tostring(err))
-      end
+      due[#due + 1] = h.task
+      at[#at + 1] = i
     end
   end
-  return ok_all
+  if #due == 0 then return true end
+  -- nil seconds: each task's own timeout, else the broker's lease
+  local n, held = self.broker:touch_batch(due, self.lease)
+  if not n then
+    self.log("warn", "heartbeat failed: " .. tostring(held))
+    return true
+  end
+  for k = #due, 1, -1 do
+    local i = at[k]
+    local h = self.in_hand[i]
+    if held[k] then
+      h.touched = now
+    else
+      h.lost = true
+      table.remove(self.in_hand, i)
+      self.counts.lost = self.counts.lost + 1
+      self.log("warn", ("lease of task %s (%s) was lost"):format(h.task.id, h.task.name))
+      self:_emit("lost", { task = h.task })
+    end
+  end
+  return n == #due
 end
 
 local Ctx = {}
