@@ -190,34 +190,32 @@ static int broker_enqueue(lua_State *L)
     return do_enqueue(L, b, &t);
 }
 
+/* enqueue_at(name, payload, unix_time, opts) and enqueue_after(name, payload, seconds, opts):
+ * the third argument is the eta or the delay, and wins over the same option in opts. */
+static int enqueue_timed(lua_State *L, const char *fn, const char *arg, int is_eta)
+{
+    lbroker *b = lbroker_check(L, fn);
+    ce_task_spec t;
+    lua_Number v;
+    lua_settop(L, 5);
+    v = is_eta ? aux_check_number(L, 4, fn, arg) : aux_check_nonneg(L, 4, fn, arg);
+    aux_check_range(L, v, is_eta ? AUX_MAX_UNIX_TIME : AUX_MAX_SECONDS, fn, arg);
+    read_enqueue_args(L, fn, 2, 5, &t);
+    t.has_eta = is_eta;
+    t.eta = is_eta ? v : 0;
+    t.has_delay = !is_eta;
+    t.delay = is_eta ? 0 : v;
+    return do_enqueue(L, b, &t);
+}
+
 static int broker_enqueue_at(lua_State *L)
 {
-    lbroker *b = lbroker_check(L, "enqueue_at");
-    ce_task_spec t;
-    lua_Number when;
-    lua_settop(L, 5);
-    when = aux_check_range(L, aux_check_number(L, 4, "enqueue_at", "unix_time"), AUX_MAX_UNIX_TIME,
-                           "enqueue_at", "unix_time");
-    read_enqueue_args(L, "enqueue_at", 2, 5, &t);
-    t.has_eta = 1;
-    t.eta = when;
-    t.has_delay = 0;
-    return do_enqueue(L, b, &t);
+    return enqueue_timed(L, "enqueue_at", "unix_time", 1);
 }
 
 static int broker_enqueue_after(lua_State *L)
 {
-    lbroker *b = lbroker_check(L, "enqueue_after");
-    ce_task_spec t;
-    lua_Number secs;
-    lua_settop(L, 5);
-    secs = aux_check_range(L, aux_check_nonneg(L, 4, "enqueue_after", "seconds"), AUX_MAX_SECONDS,
-                           "enqueue_after", "seconds");
-    read_enqueue_args(L, "enqueue_after", 2, 5, &t);
-    t.has_delay = 1;
-    t.delay = secs;
-    t.has_eta = 0;
-    return do_enqueue(L, b, &t);
+    return enqueue_timed(L, "enqueue_after", "seconds", 0);
 }
 
 static int broker_enqueue_batch(lua_State *L)
