@@ -7,56 +7,11 @@ local metrics = require "celers.metrics"
 
 local dsn = helper.fresh_dsn("metrics_broker")
 
--- Parse and validate exposition text: every sample belongs to a metric whose TYPE came first,
--- HELP/TYPE appear once per metric, label values are correctly escaped.
+-- Parse and validate exposition text (spec/prometheus.lua); every value here is a number.
 local function parse(text)
-  assert.equals("\n", text:sub(-1))
-  local typed, helped, samples = {}, {}, {}
-  for line in text:gmatch("([^\n]*)\n") do
-    local kind, name = line:match("^# (%u+) (%S+)")
-    if kind == "TYPE" then
-      assert.is_nil(typed[name], "second TYPE for " .. name)
-      typed[name] = line:match("^# TYPE %S+ (%a+)$")
-      assert.is_truthy(({ counter = 1, gauge = 1 })[typed[name]], line)
-    elseif kind == "HELP" then
-      assert.is_nil(helped[name], "second HELP for " .. name)
-      assert.is_nil(typed[name], "HELP after TYPE for " .. name)
-      helped[name] = true
-    else
-      local metric, rest = line:match("^([a-zA-Z_:][a-zA-Z0-9_:]*)(.*)$")
-      assert(metric, "bad line: " .. line)
-      assert.is_string(typed[metric], "sample before TYPE: " .. line)
-      local labels = {}
-      local body, value = rest:match("^{(.*)} (%S+)$")
-      if body then
-        local pos = 1
-        while pos <= #body do
-          local l, vstart = body:match('^([a-zA-Z_][a-zA-Z0-9_]*)="()', pos)
-          assert(l, "bad labels: " .. line)
-          local buf, i = {}, vstart
-          while body:sub(i, i) ~= '"' do
-            local ch = body:sub(i, i)
-            assert(ch ~= "" and ch ~= "\n", "unterminated: " .. line)
-            if ch == "\\" then
-              local e = ({ n = "\n", ["\\"] = "\\", ['"'] = '"' })[body:sub(i + 1, i + 1)]
-              assert(e, "bad escape: " .. line)
-              buf[#buf + 1], i = e, i + 2
-            else
-              buf[#buf + 1], i = ch, i + 1
-            end
-          end
-          labels[l] = table.concat(buf)
-          pos = i + 1
-          if body:sub(pos, pos) == "," then pos = pos + 1 end
-        end
-      else
-        value = rest:match("^ (%S+)$")
-      end
-      assert(value and tonumber(value), "bad value: " .. line)
-      samples[#samples + 1] = { name = metric, labels = labels, value = tonumber(value) }
-    end
-  end
-  return { type = typed, samples = samples }
+  local r = require("spec.prometheus").parse(text)
+  for _, s in ipairs(r.samples) do assert(s.number, "bad value: " .. s.line) end
+  return r
 end
 
 local function value(r, name, labels)
@@ -64,7 +19,7 @@ local function value(r, name, labels)
     if s.name == name then
       local ok = true
       for k, v in pairs(labels or {}) do if s.labels[k] ~= v then ok = false end end
-      if ok then return s.value end
+      if ok then return s.number end
     end
   end
 end

@@ -1,56 +1,6 @@
 local metrics = require "celers.metrics"
 
--- Parse the exposition text into { help = {name=text}, type = {name=kind},
--- samples = { {name=, labels=, value=, line=} ... }, lines = {...} }.
-local function parse(text)
-  assert.equals("\n", text:sub(-1))
-  local r = { help = {}, type = {}, samples = {}, lines = {} }
-  for line in text:gmatch("([^\n]*)\n") do
-    r.lines[#r.lines + 1] = line
-    local hn, ht = line:match("^# HELP (%S+) (.*)$")
-    local tn, tt = line:match("^# TYPE (%S+) (%S+)$")
-    if hn then
-      r.help[hn] = ht
-    elseif tn then
-      r.type[tn] = tt
-    else
-      local name, rest = line:match("^([a-zA-Z_:][a-zA-Z0-9_:]*)(.*)$")
-      assert(name, "bad line: " .. line)
-      local labels = {}
-      local body, value = rest:match("^{(.*)} (%S+)$")
-      if body then
-        -- scan name="value" pairs; inside a value a backslash escapes the next char
-        local pos = 1
-        while pos <= #body do
-          local l, start = body:match('^([a-zA-Z_][a-zA-Z0-9_]*)="()', pos)
-          assert(l, "bad labels: " .. body)
-          local buf, i = {}, start
-          while body:sub(i, i) ~= '"' do
-            local ch = body:sub(i, i)
-            assert(ch ~= "", "unterminated value: " .. body)
-            if ch == "\\" then
-              local e = body:sub(i + 1, i + 1)
-              buf[#buf + 1] = ({ n = "\n", ["\\"] = "\\", ['"'] = '"' })[e]
-              assert(buf[#buf], "bad escape: " .. body)
-              i = i + 2
-            else
-              buf[#buf + 1] = ch
-              i = i + 1
-            end
-          end
-          labels[l] = table.concat(buf)
-          pos = i + 1
-          if body:sub(pos, pos) == "," then pos = pos + 1 end
-        end
-      else
-        value = rest:match("^ (%S+)$")
-      end
-      assert(value, "bad sample: " .. line)
-      r.samples[#r.samples + 1] = { name = name, labels = labels, value = value, line = line }
-    end
-  end
-  return r
-end
+local parse = require("spec.prometheus").parse
 
 local function sample_lines(text, prefix)
   local out = {}
