@@ -47,5 +47,12 @@ int ce_ack_and_claim(ce_conn *c, const char *queue, ce_task_ref prev, const char
     ce_recover_if_due(c, queue);
     /* The ack commits before the claim inside the procedure: neither a lost link nor a
      * deadlock in the claim may run it again (the ack would then report false). */
-    return ce_conn_run(c, CE_SINGLE, handoff_op, &x, err);
+    if (ce_conn_run(c, CE_SINGLE, handoff_op, &x, err) == 0) return 0;
+    /* Failed or lost: whether the ack landed is still known to the database. The caller gets
+     * the error and, in *acked, the ack's outcome (unknown stays 0: `ack` is safe to repeat). */
+    if (prev.id) {
+        ce_error ignored;
+        if (ce_ack_landed(c, prev, acked, &ignored) < 0) *acked = 0;
+    }
+    return -1;
 }

@@ -110,8 +110,13 @@ static int broker_ack_and_dequeue(lua_State *L)
     if (!lua_isnoneornil(L, 2)) prev = read_ref(L, 2, fn);
     read_dequeue_opts(L, 3, fn, b, &worker, &lease);
     if (ce_ack_and_claim(b->shared->conn, b->queue, prev, worker ? worker : b->worker_id, lease,
-                         &acked, &rows, &err) < 0)
-        return aux_push_error(L, &err);
+                         &acked, &rows, &err) < 0) {
+        if (!acked) return aux_push_error(L, &err);
+        /* the ack landed, the claim failed: true, nil, err */
+        lbroker_count(L, "acked", 1);
+        lua_pushboolean(L, 1);
+        return 1 + aux_push_error(L, &err);
+    }
     if (acked) lbroker_count(L, "acked", 1);
     lua_pushboolean(L, acked);
     if (rows.nrows)
