@@ -1,0 +1,150 @@
+-- The connection-level defects of issue 7, one spec each, against the real server.
+-- luacheck: max line length 140
+local helper = require "spec.helper"
+local celers = require "celers"
+local core = require "celers.core"
+
+local sqls = helper.sql_string
+
+describe("failure model", function()
+   local dsn, db
+
+   setup(function()
+      dsn = helper.fresh_dsn("spec_fault_defects")
+      db = helper.parse_dsn(dsn).database
+      local b = assert(celers.connect(dsn))
+      assert(b:migrate())
+      b:close()
+   end)
+
+   before_each(function()
+      core._inject_fault()
+      helper.query(dsn, "DELETE FROM celers_tasks")
+   end)
+
+   local function state(id)
+      return helper.scalar(dsn, "SELECT state FROM celers_tasks WHERE id = " .. sqls(id))
+   end
+
+   -- the sessions of our database other than the client's own
+   local function kill_idle_sessions()
+      local rows = helper.query(dsn, "SELECT id FROM information_schema.processlist WHERE db = " .. sqls(db)
+         .. " AND id <> CONNECTION_ID() AND command = 'Sleep'")
+      for _, r in ipairs(rows) do pcall(helper.query, dsn, "KILL " .. r[1]) end
+      return #rows
+   end
+
+   it("an ack after the server killed the idle session lands and returns true", function()
+      local b = assert(celers.connect(dsn))
+      local id = assert(b:enqueue("k", "x"))
+      local t = assert(b:dequeue())
+      assert.is_true(kill_idle_sessions() >= 1)
+      core.sleep(0.05)
+      local ok, err = b:ack(t)
+      assert.is_nil(err)
+      assert.is_true(ok)
+      assert.equal("completed", state(id))
+      b:close()
+   end)
+
+   it("a statement whose link was cut before sending is sent again, not reported lost", function()
+      local b = assert(celers.connect(dsn))
+      local id = assert(b:enqueue("k", "x"))
+      local t = assert(b:dequeue())
+      core._inject_fault{ at = "before_send", op = "state = 'completed'" }
+      assert.is_true(b:ack(t))
+      assert.equal(0, core._inject_fault())
+      assert.equal("completed", state(id))
+      b:close()
+   end)
+
+   it("after lost, repeating ack, reject and retry gives the true outcome", function()
+      local b = assert(celers.connect(dsn))
+      for _, case in ipairs{
+         { op = "state = 'completed'", call = function(t) return b:ack(t) end, want = "completed" },
+         { op = "SET state = 'pending'", call = function(t) return b:retry(t, 60, "e") end, want = "pending" },
+         { op = "SET state = 'pending'", call = function(t) return b:reject(t, { error = "e" }) end, want = "pending" },
+      } do
+         local id = assert(b:enqueue("k", "x", { max_retries = 5 }))
+         local t = assert(b:dequeue())
+         core._inject_fault{ at = "after_send", op = case.op }
+         local ok, err = case.call(t)
+         assert.is_nil(ok)
+         assert.equal("lost", err.code)
+         assert.equal(case.want, state(id))
+         assert.is_true((case.call(t)))
+         assert.equal(case.want, state(id))
+         helper.query(dsn, "DELETE FROM celers_tasks")
+      end
+      b:close()
+   end)
+
+   it("ack_and_dequeue reports the ack when the call fails after it", function()
+      local b = assert(celers.connect(dsn))
+      local id = assert(b:enqueue("k", "x"))
+      local t = assert(b:dequeue())
+      assert(b:enqueue("k", "y"))
+      core._inject_fault{ at = "after_send", op = "CALL celers_ack_and_claim" }
+      local acked, next_task, err = b:ack_and_dequeue(t)
+      assert.is_true(acked)
+      assert.is_nil(next_task)
+      assert.equal("lost", err.code)
+      assert.equal("completed", state(id))
+      b:close()
+   end)
+
+   it("a CALL that fails after its first result set leaves the link usable", function()
+      local b = assert(celers.connect(dsn))
+      local id = assert(b:enqueue("k", "x"))
+      local t = assert(b:dequeue())
+      -- a stand-in procedure that answers a row and then fails
+      helper.query(dsn, [[
+DROP PROCEDURE IF EXISTS celers_ack_and_claim;
+DELIMITER //
+CREATE PROCEDURE celers_ack_and_claim(a CHAR(36), b CHAR(36), c VARCHAR(255), d VARCHAR(255), e CHAR(36), f DOUBLE)
+BEGIN
+  SELECT 1;
+  SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'failed part-way';
+END//
+DELIMITER ;
+]])
+      local acked, err = b:ack_and_dequeue(t)
+      assert.is_nil(acked)
+      assert.is_table(err)
+      -- the next statements are not refused with 2014 "commands out of sync"
+      assert.equal(0, b:queue_size())
+      assert.is_true(b:ack(t))
+      assert.equal("completed", state(id))
+      -- put the real procedure back
+      helper.query(dsn, "DELETE FROM celers_migrations WHERE version LIKE '%010%' OR name LIKE '%ack_and_claim%'")
+      assert(b:migrate())
+      b:close()
+   end)
+
+   it("a statement timeout is reported as timeout without a reconnect or a repeat", function()
+      local b = assert(celers.connect(dsn))
+      core._inject_fault{ at = "error", errno = 1969, op = "SELECT COUNT(*)", count = 2 }
+      local n, err = b:queue_size()
+      assert.is_nil(n)
+      assert.equal("timeout", err.code)
+      assert.equal(1969, err.errno)
+      -- not repeated: the second firing is still pending
+      assert.equal(1, core._inject_fault())
+      assert.equal(0, b:queue_size())
+      b:close()
+   end)
+
+   it("a statement that failed part-way does not hang the next run of it", function()
+      local b = assert(celers.connect(dsn))
+      -- a failure while the server produces the rows of a cached statement
+      helper.query(dsn, "INSERT INTO celers_workers (worker_id, queue, hostname, pid, processed, failed, info, "
+         .. "started_at, last_seen) VALUES ('w', 'default', 'h', 1, 0, 0, NULL, NOW(6), NOW(6))")
+      assert(b:list_workers{ stale_after = 5 })
+      local rows, err = b:list_workers{ stale_after = 1e300 }
+      if rows == nil then assert.is_table(err) end
+      local t0 = core.monotonic()
+      assert.equal(1, #assert(b:list_workers{ stale_after = 5 }))
+      assert.is_true(core.monotonic() - t0 < 5)
+      b:close()
+   end)
+end)
