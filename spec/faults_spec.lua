@@ -2,7 +2,7 @@
 -- (core._inject_fault, see csrc/connection.h). Each cell checks what the caller got, what the
 -- tables hold afterwards, that nothing was applied twice and that the broker works on the
 -- next call. The cells are generated from the two tables below.
--- luacheck: max line length 140
+-- luacheck: max line length 160
 local helper = require "spec.helper"
 local celers = require "celers"
 local core = require "celers.core"
@@ -85,13 +85,13 @@ local METHODS = {
      call = function(b, t) return b:ack_and_dequeue(t) end,
      landed = function(s) return s.completed == 1 end, twice = function(s) return s.processing > 1 end },
    { name = "pause", op = "INSERT INTO celers_queue_pauses",
-     call = function(b) local ok, e = b:pause(); if e then return nil, e end return true end,
+     call = function(b) local _, e = b:pause(); if e then return nil, e end return true end,
      landed = function(_, c) return c:is_paused() end, twice = function() return false end },
    { name = "resume", op = "DELETE FROM celers_queue_pauses", setup = function(b) assert(b:pause()) end,
-     call = function(b) local ok, e = b:resume(); if e then return nil, e end return true end,
+     call = function(b) local _, e = b:resume(); if e then return nil, e end return true end,
      landed = function(_, c) return not c:is_paused() end, twice = function() return false end },
    { name = "store_result", op = "INSERT INTO celers_results", setup = function(b) return enq(b)[1] end,
-     call = function(b, id) local ok, e = b:store_result(id, { status = "success", result = "r" }); if e then return nil, e end return true end,
+     call = function(b, id) local _, e = b:store_result(id, { status = "success", result = "r" }); if e then return nil, e end return true end,
      landed = function(_, c, id) return c:get_result(id) ~= nil end, twice = function() return false end },
    { name = "delete_result", op = "DELETE FROM celers_results",
      setup = function(b) local id = enq(b)[1]; assert(b:store_result(id, { status = "success", result = "r" })); return id end,
@@ -124,7 +124,7 @@ local METHODS = {
      landed = function(_, c, id) return c:get_task(id).error == "boom" end, twice = function() return false end },
    -- reads: repeated on a new link, so only ok or the statement-timeout code
    { name = "queue_size", op = "SELECT COUNT(*)", setup = function(b) enq(b, 2) end, call = function(b) return b:queue_size() end },
-   { name = "is_paused", op = "celers_queue_pauses", call = function(b) local p, e = b:is_paused(); if e then return nil, e end return true end },
+   { name = "is_paused", op = "celers_queue_pauses", call = function(b) local _, e = b:is_paused(); if e then return nil, e end return true end },
    { name = "get_task", op = "SELECT", setup = function(b) return enq(b)[1] end, call = function(b, id) return b:get_task(id) end },
    { name = "list_tasks", op = "SELECT", setup = function(b) enq(b, 2) end, call = function(b) return b:list_tasks{} end },
    { name = "get_statistics", op = "SELECT", call = function(b) return b:get_statistics() end },
