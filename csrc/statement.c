@@ -178,6 +178,8 @@ static int drain(MYSQL_STMT *stmt, MYSQL *mysql, ce_error *err)
     mysql_stmt_free_result(stmt);
     while (mysql_more_results(mysql)) {
         int next = mysql_stmt_next_result(stmt);
+        /* a later result set may fail part-way: storing it surfaces that error */
+        if (next == 0 && mysql_stmt_field_count(stmt) && mysql_stmt_store_result(stmt)) next = 1;
         if (next > 0 && rc == 0 && err) rc = ce_error_from_stmt(err, stmt);
         if (next != 0) break;
         mysql_stmt_free_result(stmt);
