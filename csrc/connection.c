@@ -11,6 +11,7 @@
 /* Attempts run again because they provably changed nothing (see ce_conn_run). */
 #define UNLANDED_TRIES 2
 #define CR_SERVER_GONE 2006 /* the library failed to send: nothing went out */
+#define CR_OUT_OF_SYNC 2014 /* the library refused to send */
 #define ER_TOO_MANY_STMTS 1461
 
 double ce_monotonic(void)
@@ -208,6 +209,11 @@ void ce_conn_forget(ce_conn *c, MYSQL_STMT *stmt)
     }
 }
 
+int ce_conn_unsent(unsigned int errnum)
+{
+    return errnum == CR_SERVER_GONE || errnum == CR_OUT_OF_SYNC;
+}
+
 void ce_conn_sent(ce_conn *c, int send_failed)
 {
     if (!send_failed && !c->in_tx) c->landed = 1;
@@ -219,7 +225,7 @@ int ce_conn_query(ce_conn *c, const char *sql, ce_error *err)
     if (!c->mysql) return ce_error_set(err, CE_ELOST, "not connected");
     if (ce_fault_point(c, CE_FAULT_BEFORE_SEND, sql, err) < 0) return -1;
     if (mysql_real_query(c->mysql, sql, (unsigned long)strlen(sql))) {
-        ce_conn_sent(c, mysql_errno(c->mysql) == CR_SERVER_GONE);
+        ce_conn_sent(c, ce_conn_unsent(mysql_errno(c->mysql)));
         return ce_error_from_mysql(err, c->mysql);
     }
     ce_conn_sent(c, 0);
@@ -257,7 +263,7 @@ int ce_conn_commit(ce_conn *c, ce_error *err)
     }
     c->committing = 1;
     if (mysql_commit(c->mysql)) {
-        int unsent = mysql_errno(c->mysql) == CR_SERVER_GONE;
+        int unsent = ce_conn_unsent(mysql_errno(c->mysql));
         ce_conn_sent(c, unsent);
         if (unsent) c->committing = 0;
         c->in_tx = 1; /* still open unless the link is gone: the caller's rollback ends it */

@@ -55,7 +55,10 @@ MYSQL_STMT *ce_conn_prepare(ce_conn *c, const char *sql, ce_error *err);
 /* Close a cached statement whose run failed part-way: running it again could wait for data
  * that never comes. The next ce_conn_prepare of its text prepares it afresh. */
 void ce_conn_forget(ce_conn *c, MYSQL_STMT *stmt);
-/* Note that a statement went out (send_failed: the library failed to send it, errno 2006).
+/* Did a failed call provably send nothing? 2006: the library failed to send it; 2014: it
+ * refused to send (commands out of sync). */
+int ce_conn_unsent(unsigned int errnum);
+/* Note that a statement went out (send_failed: see ce_conn_unsent).
  * Outside a transaction a statement that went out may have taken effect. */
 void ce_conn_sent(ce_conn *c, int send_failed);
 /* Run a statement text that returns no rows (BEGIN, COMMIT, DDL). */

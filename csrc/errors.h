@@ -19,6 +19,7 @@ typedef enum {
     CE_EJSON,      /* invalid JSON */
     CE_EINVALID,   /* bad input caught before reaching the server */
     CE_ENOMEM,     /* allocation failed */
+    CE_ETOOMANY,   /* the server's prepared-statement limit (1461) */
     CE_ESQL        /* any other server error */
 } ce_code;
 

@@ -217,7 +217,7 @@ int ce_exec(ce_conn *c, const char *sql, const ce_param *params, unsigned int np
     }
     ran = 1;
     if (mysql_stmt_execute(stmt)) {
-        ce_conn_sent(c, mysql_stmt_errno(stmt) == 2006);
+        ce_conn_sent(c, ce_conn_unsent(mysql_stmt_errno(stmt)));
         ce_error_from_stmt(err, stmt);
         goto done;
     }

@@ -153,6 +153,21 @@ DELIMITER ;
       b:close()
    end)
 
+   it("the prepared-statement limit (1461) flushes the cache and runs again, else says too_many_statements", function()
+      local b = assert(celers.connect(dsn))
+      core._inject_fault{ at = "error", errno = 1461, op = "SELECT COUNT(*)" }
+      assert.equal(0, b:queue_size())
+      assert.equal(0, core._inject_fault())
+      core._inject_fault{ at = "error", errno = 1461, op = "SELECT COUNT(*)", count = 2 }
+      local n, err = b:queue_size()
+      assert.is_nil(n)
+      assert.equal("too_many_statements", err.code)
+      assert.is_true(err.retryable)
+      assert.equal(0, core._inject_fault())
+      assert.equal(0, b:queue_size())
+      b:close()
+   end)
+
    it("a statement that failed part-way does not hang the next run of it", function()
       local b = assert(celers.connect(dsn))
       -- a failure while the server produces the rows of a cached statement
