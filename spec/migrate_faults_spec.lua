@@ -2,7 +2,7 @@
 -- is interrupted in turn (the fault seam cuts the link right after the statement ran, so the
 -- DDL landed but was never recorded), then migrate() runs again and the schema must equal a
 -- clean one.
--- luacheck: max line length 140
+-- luacheck: max line length 160
 local helper = require "spec.helper"
 local celers = require "celers"
 local core = require "celers.core"
