@@ -48,9 +48,11 @@ static const char SQL_ACKED[] =
 static const char SQL_REQUEUED[] =
     "SELECT COUNT(*) FROM celers_tasks "
     "WHERE id = ? AND claim_id = ? AND state IN ('pending', 'scheduled')";
+/* (the claim only has to be given: the DLQ row does not say which claim moved it) */
 static const char SQL_DEAD_LETTERED[] =
-    "SELECT COUNT(*) FROM celers_dead_letter_queue "
-    "WHERE task_id = ? AND NOT EXISTS (SELECT 1 FROM celers_tasks WHERE id = ?)";
+    "SELECT COUNT(*) FROM celers_dead_letter_queue AS d WHERE d.task_id = ? AND ? IS NOT NULL "
+    "AND NOT EXISTS (SELECT 1 FROM celers_tasks AS t WHERE t.id = d.task_id)";
+#define ACKED_PAIRS "SELECT COUNT(*) FROM celers_tasks WHERE state = 'completed' AND (id, claim_id) IN ("
 
 static const char SQL_LOCK_HELD[] = "SELECT id FROM celers_tasks WHERE " FENCE " FOR UPDATE";
 
@@ -236,38 +238,63 @@ void ce_recover_if_due(ce_conn *c, const char *queue)
 
 /* ---- settle ------------------------------------------------------------------------- */
 
-/* A single fenced UPDATE: it may have landed when the link drops, so it is not repeated by
- * the core. The caller may repeat it: when it changes nothing, done (a check by id and claim)
- * says whether an earlier run under the same claim already did it. */
-static int settle_once(ce_conn *c, const char *sql, const ce_param *p, unsigned int n,
-                       const char *done, ce_task_ref ref, int *ok, ce_error *err)
+/* A single fenced UPDATE: it may have landed when the link drops, so it is never repeated. */
+static int settle_once(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, int *ok,
+                       ce_error *err)
 {
     unsigned long long affected = 0;
-    long long already = 0;
-    ce_param q[2] = {ce_pstr(ref.id), ce_pstr(ref.claim_id)};
     if (ce_run(c, CE_ONCE, sql, p, n, NULL, &affected, err) < 0) return -1;
-    if (!affected && done && ref.claim_id &&
-        ce_run_count(c, CE_REPEAT, done, q, 2, &already, err) < 0)
-        return -1;
-    if (ok) *ok = affected > 0 || already > 0;
+    if (ok) *ok = affected > 0;
     return 0;
+}
+
+/* A fenced settle that changed nothing may be a repeat after "lost": did this claim already
+ * do it? (sql takes the id and the claim; a bare id cannot tell.) */
+static int settled_before(ce_conn *c, const char *sql, ce_task_ref ref, int *ok, ce_error *err)
+{
+    ce_param q[2] = {ce_pstr(ref.id), ce_pstr(ref.claim_id)};
+    long long n = 0;
+    if (*ok || !ref.claim_id) return 0;
+    if (ce_run_count(c, CE_REPEAT, sql, q, 2, &n, err) < 0) return -1;
+    *ok = n > 0;
+    return 0;
+}
+
+/* ack_batch's count after a repeat: the tasks these claims completed, now or before. */
+static int completed_pairs(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long long *acked,
+                           ce_error *err)
+{
+    char *sql = pairs_sql(ACKED_PAIRS, n);
+    ce_param *p = malloc(sizeof *p * n * 2);
+    long long done = 0;
+    int rc;
+    if (!sql || !p) {
+        free(sql);
+        free(p);
+        return ce_error_set(err, CE_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        p[2 * i] = ce_pstr(refs[i].id);
+        p[2 * i + 1] = ce_pstr(refs[i].claim_id);
+    }
+    rc = ce_run_count(c, CE_REPEAT, sql, p, (unsigned int)(n * 2), &done, err);
+    free(sql);
+    free(p);
+    if (rc == 0) *acked = (unsigned long long)done;
+    return rc;
 }
 
 int ce_ack(ce_conn *c, ce_task_ref ref, int *ok, ce_error *err)
 {
     ce_param p[2] = {ce_pstr(ref.id), ce_pstr(ref.claim_id)};
-    return settle_once(c, SQL_ACK, p, 2, SQL_ACKED, ref, ok, err);
+    if (settle_once(c, SQL_ACK, p, 2, ok, err) < 0) return -1;
+    return settled_before(c, SQL_ACKED, ref, ok, err);
 }
 
 int ce_ack_landed(ce_conn *c, ce_task_ref ref, int *landed, ce_error *err)
 {
-    ce_param q[2] = {ce_pstr(ref.id), ce_pstr(ref.claim_id)};
-    long long n = 0;
     *landed = 0;
-    if (!ref.claim_id) return 0;
-    if (ce_run_count(c, CE_REPEAT, SQL_ACKED, q, 2, &n, err) < 0) return -1;
-    *landed = n > 0;
-    return 0;
+    return settled_before(c, SQL_ACKED, ref, landed, err);
 }
 
 /* Pairs per ack_batch statement: 1000 parameters, far below the protocol's 65535. */
@@ -298,21 +325,6 @@ static int ack_batch_op(ce_conn *c, void *vctx, ce_error *err)
         p[2 * i + 1] = ce_pstr(x->refs[i].claim_id);
     }
     rc = ce_exec(c, sql, p, (unsigned int)(x->n * 2), NULL, &x->acked, err);
-    /* Fewer than asked: a repeat after "lost" counts what its claims completed before. */
-    if (rc == 0 && x->acked < x->n) {
-        static const char done_head[] = "SELECT COUNT(*) FROM celers_tasks WHERE state = "
-                                        "'completed' AND (id, claim_id) IN (";
-        char *check = pairs_sql(done_head, x->n);
-        long long n = 0;
-        if (!check) {
-            free(sql);
-            free(p);
-            return ce_error_set(err, CE_ENOMEM, "out of memory");
-        }
-        rc = ce_exec_count(c, check, p, (unsigned int)(x->n * 2), &n, err);
-        free(check);
-        if (rc == 0) x->acked = (unsigned long long)n;
-    }
 done:
     free(sql);
     free(p);
@@ -337,6 +349,7 @@ int ce_ack_batch(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long lo
     for (size_t from = 0; from < n; from += ACK_CHUNK) {
         ack_batch_ctx x = {refs + from, n - from < ACK_CHUNK ? n - from : ACK_CHUNK, 0};
         if (ce_conn_run(c, CE_ONCE, ack_batch_op, &x, err) < 0) return -1;
+        if (x.acked < x.n && completed_pairs(c, x.refs, x.n, &x.acked, err) < 0) return -1;
         *acked += x.acked;
     }
     return 0;
@@ -358,16 +371,7 @@ static int dead_letter_op(ce_conn *c, void *vctx, ce_error *err)
     if (ce_exec(c, SQL_LOCK_HELD, p, 2, &held, NULL, err) < 0) return -1;
     x->moved = held.nrows > 0;
     ce_rows_free(&held);
-    if (!x->moved) {
-        long long dead = 0;
-        ce_param q[2] = {ce_pstr(x->ref.id), ce_pstr(x->ref.id)};
-        ce_conn_rollback(c);
-        /* A repeat after "lost": an earlier run may have moved it already. */
-        if (x->ref.claim_id && ce_exec_count(c, SQL_DEAD_LETTERED, q, 2, &dead, err) < 0) return -1;
-        x->moved = dead > 0;
-        return 0;
-    }
-    if (move_to_dlq(c, x->ref.id, x->error, err) < 0) return -1;
+    if (x->moved && move_to_dlq(c, x->ref.id, x->error, err) < 0) return -1;
     return ce_conn_commit(c, err);
 }
 
@@ -385,7 +389,8 @@ int ce_reject(ce_conn *c, ce_task_ref ref, int requeue, double delay, const char
                          ce_pstr(ref.id),
                          ce_pstr(ref.claim_id)};
         int ok = 0;
-        if (settle_once(c, SQL_RETRY, p, 7, SQL_REQUEUED, ref, &ok, err) < 0) return -1;
+        if (settle_once(c, SQL_RETRY, p, 7, &ok, err) < 0) return -1;
+        if (settled_before(c, SQL_REQUEUED, ref, &ok, err) < 0) return -1;
         if (ok) {
             *outcome = 1;
             return 0;
@@ -393,6 +398,7 @@ int ce_reject(ce_conn *c, ce_task_ref ref, int requeue, double delay, const char
         /* Not requeued: either the claim is gone or the retries are spent. */
     }
     if (ce_conn_run(c, CE_REPEAT, dead_letter_op, &d, err) < 0) return -1;
+    if (settled_before(c, SQL_DEAD_LETTERED, ref, &d.moved, err) < 0) return -1;
     *outcome = d.moved ? 2 : 0;
     return 0;
 }
@@ -401,7 +407,7 @@ int ce_touch(ce_conn *c, ce_task_ref ref, double seconds, int *ok, ce_error *err
 {
     ce_param p[4] = {seconds >= 0 ? ce_pdouble(seconds) : ce_pnull(), ce_pdouble(c->cfg.lease),
                      ce_pstr(ref.id), ce_pstr(ref.claim_id)};
-    return settle_once(c, SQL_TOUCH, p, 4, NULL, ref, ok, err);
+    return settle_once(c, SQL_TOUCH, p, 4, ok, err);
 }
 
 typedef struct {
@@ -484,8 +490,7 @@ int ce_touch_batch(ce_conn *c, const ce_task_ref *refs, size_t n, double seconds
 int ce_cancel(ce_conn *c, const char *id, int *ok, ce_error *err)
 {
     ce_param p[1] = {ce_pstr(id)};
-    ce_task_ref none = {NULL, NULL};
-    return settle_once(c, SQL_CANCEL, p, 1, NULL, none, ok, err);
+    return settle_once(c, SQL_CANCEL, p, 1, ok, err);
 }
 
 /* ---- lease recovery ----------------------------------------------------------------- */

@@ -55,10 +55,10 @@ local METHODS = {
    { name = "enqueue_batch", op = "INSERT INTO celers_tasks",
      call = function(b) return b:enqueue_batch({ { name = "m", payload = "1" }, { name = "m", payload = "2" } }) end,
      landed = function(s) return s.total == 2 end, twice = function(s) return s.total ~= 0 and s.total ~= 2 end },
-   { name = "dequeue", op = "SKIP LOCKED", setup = function(b) enq(b, 2) end,
+   { name = "dequeue", skip_locked = true, op = "SKIP LOCKED", setup = function(b) enq(b, 2) end,
      call = function(b) return b:dequeue() end,
      landed = function(s) return s.processing == 1 end, twice = function(s) return s.processing > 1 end },
-   { name = "dequeue_batch", op = "SKIP LOCKED", setup = function(b) enq(b, 3) end,
+   { name = "dequeue_batch", skip_locked = true, op = "SKIP LOCKED", setup = function(b) enq(b, 3) end,
      call = function(b) return b:dequeue_batch(2) end,
      landed = function(s) return s.processing == 2 end, twice = function(s) return s.processing > 2 end },
    { name = "ack", op = "state = 'completed'", setup = function(b) return held(b) end,
@@ -109,10 +109,10 @@ local METHODS = {
    { name = "purge_all_dlq", op = "DELETE FROM celers_dead_letter_queue", setup = dead,
      call = function(b) return b:purge_all_dlq() end,
      landed = function(s) return s.dlq == 0 end, twice = function() return false end },
-   { name = "recover_stuck_tasks", op = "'lease expired'", setup = function(b) return held(b) end,
+   { name = "recover_stuck_tasks", skip_locked = true, op = "'lease expired'", setup = function(b) return held(b) end,
      call = function(b) return b:recover_stuck_tasks(0) end,
      landed = function(s) return s.pending == 1 end, twice = function() return false end },
-   { name = "archive_completed_tasks", op = "INSERT INTO celers_task_history",
+   { name = "archive_completed_tasks", skip_locked = true, op = "INSERT INTO celers_task_history",
      setup = function(b) assert(b:ack(held(b))); core.sleep(0.01) end,
      call = function(b) return b:archive_completed_tasks(0) end,
      landed = function(s) return s.total == 0 end, twice = function() return false end },
@@ -132,14 +132,14 @@ local METHODS = {
    { name = "enqueue_recurring", op = "INSERT INTO celers_recurring_runs",
      call = function(b) return b:enqueue_recurring("every", 1000 + math.random(1e9), "m", "x") end,
      landed = function(s) return s.total == 1 end, twice = function(s) return s.total > 1 end },
-   { name = "dequeue_with_worker_id", op = "SKIP LOCKED", setup = function(b) enq(b, 2) end,
+   { name = "dequeue_with_worker_id", skip_locked = true, op = "SKIP LOCKED", setup = function(b) enq(b, 2) end,
      call = function(b) return b:dequeue_with_worker_id("w7") end,
      landed = function(s) return s.processing == 1 end, twice = function(s) return s.processing > 1 end },
    { name = "touch_batch", op = "SET lease_expires_at", setup = function(b) return held(b, 2) end,
      call = function(b, ts) return b:touch_batch(ts, 600) end, settle = true,
      landed = function(_, c, ts) return c:get_task(ts[1].id).lease_expires_at > core.time() + 500 end,
      twice = function() return false end },
-   { name = "recover_expired", op = "'lease expired'",
+   { name = "recover_expired", skip_locked = true, op = "'lease expired'",
      setup = function(b) enq(b); assert(b:dequeue{ lease = 0.001 }); core.sleep(0.01) end,
      call = function(b) return b:recover_expired() end,
      landed = function(s) return s.pending == 1 end, twice = function() return false end },
@@ -245,13 +245,20 @@ describe("faults", function()
             local left = core._inject_fault()
             assert(ok, "raised: " .. tostring(r))
             if not f.optional then assert.equal(0, left, "the fault did not fire: op " .. tostring(m.op)) end
-            local outcome = r ~= nil and "ok" or (type(err) == "table" and err.code or tostring(err))
+            local outcome = (r ~= nil or err == nil) and "ok" or (type(err) == "table" and err.code or tostring(err))
             if left == 0 and not (m.answers and outcome == "ok") then
                assert.is_true(f.allowed[outcome] == true, m.name .. " x " .. f.name .. " gave " .. tostring(err))
             end
             if m.landed then
                local s = assert(checker:get_statistics())
                assert.is_false(m.twice(s), "applied twice")
+               -- SKIP LOCKED passes over rows the cut session still locks until the server has
+               -- rolled it back: a later call hands them out, nothing is lost
+               if outcome == "ok" and m.skip_locked and not m.landed(s, checker, arg) then
+                  core.sleep(0.2)
+                  assert.is_truthy((m.call(b, arg)))
+                  s = assert(checker:get_statistics())
+               end
                if outcome == "ok" then
                   assert.is_truthy(m.landed(s, checker, arg), "reported ok but did not land")
                elseif outcome ~= "lost" then
