@@ -296,12 +296,11 @@ static int link_dead(ce_conn *c)
     return mysql_ping(c->mysql) != 0;
 }
 
-/* The link is unusable: lost, a read/write timeout (a client error), or out of sync. A
- * statement timeout (1969/3024) is the server's answer on a live link. */
+/* The link is unusable: lost, timed out (a client error), or out of sync. A statement
+ * timeout (1969/3024, CE_ETIMEOUT) is the server's answer on a live link. */
 static int link_lost(const ce_error *err)
 {
-    return err->code == CE_ELOST ||
-           (err->code == CE_ETIMEOUT && err->errnum >= 2000 && err->errnum < 3000);
+    return err->code == CE_ELOST;
 }
 
 int ce_conn_run(ce_conn *c, ce_repeat repeat, ce_op_fn fn, void *ctx, ce_error *err)

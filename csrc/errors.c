@@ -114,8 +114,8 @@ int ce_error_from_parts(ce_error *err, unsigned int errnum, const char *sqlstate
     err->errnum = errnum;
     snprintf(err->sqlstate, sizeof err->sqlstate, "%s", sqlstate ? sqlstate : "HY000");
     snprintf(err->message, sizeof err->message, "%s", msg && *msg ? msg : "unknown error");
-    /* A read timeout surfaces as "lost connection"; say timeout when the message does. */
-    if (err->code == CE_ELOST && strstr(err->message, "timeout")) err->code = CE_ETIMEOUT;
+    /* A read or write timeout stays "lost" (its message says timeout): the statement may have
+     * run. "timeout" is kept for the server aborting a statement (1969/3024): it did not. */
     return -1;
 }
 

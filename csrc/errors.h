@@ -9,8 +9,8 @@
 typedef enum {
     CE_OK = 0,
     CE_ECONNECT,   /* could not (re)connect */
-    CE_ELOST,      /* connection lost; the statement may or may not have run */
-    CE_ETIMEOUT,   /* read/write/statement timeout */
+    CE_ELOST,      /* connection lost or timed out; the statement may or may not have run */
+    CE_ETIMEOUT,   /* the server aborted the statement (max_statement_time): it did not run */
     CE_EDUPLICATE, /* unique key violation */
     CE_ENOTFOUND,  /* the row asked for does not exist */
     CE_ETOOLARGE,  /* packet or value over the server's limit */

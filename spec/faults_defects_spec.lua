@@ -168,6 +168,43 @@ DELIMITER ;
       b:close()
    end)
 
+   -- run sql in a mariadb client in the background (it holds its locks while it sleeps)
+   local function background_sql(sql)
+      local d = helper.parse_dsn(dsn)
+      local cmd = ("MYSQL_PWD=%s mariadb --no-defaults --user=%s %s --database=%s -e %s >/dev/null 2>&1 &"):format(
+         helper.shell_quote(d.password or ""), helper.shell_quote(d.user or "root"),
+         d.socket and ("--host=localhost --socket=" .. helper.shell_quote(d.socket)) or ("--host=" .. helper.shell_quote(d.host or "127.0.0.1")
+            .. " --port=" .. (d.port or 3306) .. " --protocol=TCP"),
+         helper.shell_quote(d.database), helper.shell_quote(sql))
+      assert(os.execute(cmd))
+   end
+
+   it("no call waits forever: the read timeout ends a statement stuck on a lock, reported lost", function()
+      if not helper.private_server() then
+         pending("needs the private server (CELERS_TEST_PRIVATE=1)")
+         return
+      end
+      local b = assert(celers.connect({ dsn = dsn, read_timeout = 1 }))
+      local id = assert(b:enqueue("k", "x"))
+      background_sql("START TRANSACTION; SELECT id FROM celers_tasks WHERE id = " .. sqls(id) .. " FOR UPDATE; SELECT SLEEP(3); ROLLBACK;")
+      core.sleep(0.5)
+      local t0 = core.monotonic()
+      local ok, err = b:cancel(id)
+      local waited = core.monotonic() - t0
+      assert.is_nil(ok)
+      -- it was sent and may still run when the lock goes: "lost", not "timeout"
+      assert.equal("lost", err.code)
+      assert.is_true(err.retryable)
+      assert.is_true(waited < 2.5, "waited " .. waited .. " s")
+      core.sleep(3)
+      assert.equal(1, #assert(b:list_tasks{}))
+      -- and the call is safe to make again
+      local again = b:cancel(id)
+      assert.is_boolean(again)
+      assert.equal("cancelled", state(id))
+      b:close()
+   end)
+
    it("a statement that failed part-way does not hang the next run of it", function()
       local b = assert(celers.connect(dsn))
       -- a failure while the server produces the rows of a cached statement
