@@ -1,5 +1,5 @@
 -- The connection-level defects of issue 7, one spec each, against the real server.
--- luacheck: max line length 140
+-- luacheck: max line length 160
 local helper = require "spec.helper"
 local celers = require "celers"
 local core = require "celers.core"
