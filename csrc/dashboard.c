@@ -26,7 +26,10 @@ static const char SQL_THROUGHPUT[] =
     " WHERE queue = ? AND state = 'failed' AND " SINCE("completed_at") " GROUP BY m";
 
 static const char SQL_RECURRING[] =
-    "SELECT r.schedule_name, r.run_at, n.runs, r.task_id FROM celers_recurring_runs r"
+    "SELECT r.schedule_name, r.run_at, n.runs, r.task_id,"
+    " (SELECT MAX(p.run_at) FROM celers_recurring_runs p"
+    " WHERE p.schedule_name = r.schedule_name AND p.run_at < r.run_at)"
+    " FROM celers_recurring_runs r"
     " JOIN (SELECT schedule_name, MAX(run_at) AS last, COUNT(*) AS runs FROM celers_recurring_runs"
     " WHERE queue = ? GROUP BY schedule_name) n"
     " ON n.schedule_name = r.schedule_name AND n.last = r.run_at ORDER BY r.schedule_name";

@@ -14,7 +14,8 @@ int ce_dash_queues(ce_conn *c, ce_rows *out, ce_error *err);
  * tasks. */
 int ce_dash_throughput(ce_conn *c, const char *queue, long long minutes, ce_rows *out,
                        ce_error *err);
-/* Rows (schedule_name, last run_at, runs, last task_id) of queue's recurring schedules. */
+/* Rows (schedule_name, last run_at, runs, last task_id, previous run_at or NULL) of queue's
+ * recurring schedules. */
 int ce_dash_recurring(ce_conn *c, const char *queue, ce_rows *out, ce_error *err);
 /* A task that waits (scheduled, pending in the future, failed, cancelled) becomes due now.
  * *found is 0 when no such task is in queue. */

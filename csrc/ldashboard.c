@@ -50,7 +50,8 @@ static int throughput(lua_State *L)
     return 1;
 }
 
-/* list_recurring() -> list of {schedule=, last_run=, runs=, task_id=} of this queue. */
+/* list_recurring() -> list of {schedule=, last_run=, previous_run=, runs=, task_id=} of this
+ * queue (previous_run absent after a single run). */
 static int list_recurring(lua_State *L)
 {
     lbroker *b = lbroker_check(L, "list_recurring");
@@ -60,11 +61,12 @@ static int list_recurring(lua_State *L)
         return aux_push_error(L, &err);
     lua_createtable(L, (int)rows.nrows, 0);
     for (unsigned int i = 0; i < rows.nrows; i++) {
-        lua_createtable(L, 0, 4);
+        lua_createtable(L, 0, 5);
         lrows_set_string(L, CE_CELL(&rows, i, 0), "schedule");
         lrows_set_integer(L, CE_CELL(&rows, i, 1), "last_run");
         lrows_set_integer(L, CE_CELL(&rows, i, 2), "runs");
         lrows_set_string(L, CE_CELL(&rows, i, 3), "task_id");
+        lrows_set_integer(L, CE_CELL(&rows, i, 4), "previous_run");
         lua_rawseti(L, -2, (int)i + 1);
     }
     ce_rows_free(&rows);
@@ -97,12 +99,8 @@ static int connection_id(lua_State *L)
 }
 
 static const luaL_Reg methods[] = {
-    {"connection_id", connection_id},
-    {"list_queues", list_queues},
-    {"throughput", throughput},
-    {"list_recurring", list_recurring},
-    {"retry_now", retry_now},
-    {NULL, NULL},
+    {"connection_id", connection_id},   {"list_queues", list_queues}, {"throughput", throughput},
+    {"list_recurring", list_recurring}, {"retry_now", retry_now},     {NULL, NULL},
 };
 
 void ldashboard_register(lua_State *L)

@@ -442,7 +442,7 @@ end
 local GET = {}
 local POST = {}
 
-function GET.session(_, opts)
+function GET.session(_, _, _, opts)
   local can = opts.token ~= nil or opts.basic ~= nil
   return { actions = can, authorized = can and authorized(opts) or false,
            csrf = can and csrf_token(opts) or false, time = ngx.time() }
@@ -512,6 +512,14 @@ end
 function GET.recurring(c)
   local rs, err = c:call("list_recurring")
   if not rs then return nil, err end
+  -- the next run is estimated from the last interval seen: the cron expressions live in
+  -- the scheduler's configuration, not in the database
+  for _, r in ipairs(rs) do
+    if r.previous_run then
+      r.interval = r.last_run - r.previous_run
+      r.next_run = r.last_run + r.interval
+    end
+  end
   return { schedules = rs }
 end
 
