@@ -39,7 +39,10 @@ describe("celers.nginx", function()
   end)
 
   teardown(function()
-    if server then server.stop() end
+    if server then
+      local log = server.stop()
+      assert.is_falsy(log:find("exited on signal", 1, true), log)
+    end
   end)
 
   local function session()
