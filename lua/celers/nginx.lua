@@ -18,6 +18,9 @@
 -- thread at a time; the C core keeps its per-thread state (ids, client library set-up) per
 -- thread.
 --
+-- The permits are given back when the call returns: keep lua_check_client_abort off (the
+-- default), since a request killed while its call runs would never return its permit.
+--
 -- Timeouts are short by default (connect 2 s, read 3 s, write 3 s): a hung database costs a
 -- pool thread that long, never the event loop. When every permit is taken for `wait` seconds
 -- (default 2) a call fails with code "busy" instead of queueing without end.
@@ -273,6 +276,10 @@ function Client:call(op, ...)
   local r = pack(pcall(ngx.run_worker_thread, self.pool, "celers.nginx", "thread_call",
                        self.cfg, self.queue_name, op, ...))
   self.sema:post(1)
+  -- lua-nginx-module 0.10.23 leaves this coroutine's cleanup hook pointing at the finished
+  -- (freed) thread task; a zero sleep installs and then clears its own hook, so an abort of
+  -- this request later can never call the stale one.
+  ngx.sleep(0)
   if not r[1] then return nil, new_error("thread", tostring(r[2]), true) end
   if not r[2] then return nil, new_error("thread", tostring(r[3]), true) end
   if not r[3] then
