@@ -2,7 +2,8 @@
 # Start or stop the example nginx with a private prefix (pid file, logs and temp files in
 # a folder of their own; nothing under /etc/nginx or /var is used).
 #
-#   examples/nginx/run.sh start [PORT]    default port 8089; DSN from $CELERS_DSN, else the
+#   examples/nginx/run.sh start [PORT]    default port 8089 (or ADDRESS:PORT; default address
+#                                         127.0.0.1); DSN from $CELERS_DSN, else the
 #                                         private server of scripts/db.sh (started if needed)
 #   examples/nginx/run.sh run [PORT]      the same in the foreground (Ctrl-C stops it)
 #   examples/nginx/run.sh stop
@@ -24,7 +25,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 prefix=${CELERS_NGINX_PREFIX:-$root/.nginx}
 cmd=${1:-start}
-port=${2:-8089}
+listen=${2:-8089}
+case "$listen" in
+*:*) ;;
+*) listen="127.0.0.1:$listen" ;;
+esac
 workers=${CELERS_NGINX_WORKERS:-2}
 NGINX=${NGINX:-nginx}
 command -v "$NGINX" >/dev/null 2>&1 || NGINX=/usr/sbin/nginx
@@ -37,7 +42,7 @@ prepare() {
     ln -sf "$here/enqueue.lua" "$prefix/enqueue.lua"
     user_line="# user: nginx was not started as root, its workers run as $(id -un)"
     if [ "$(id -u)" = 0 ]; then user_line="user $(id -un) $(id -gn);"; fi
-    sed -e "s/127\.0\.0\.1:8089/127.0.0.1:$port/" \
+    sed -e "s/listen 127\.0\.0\.1:8089;/listen $listen;/" \
         -e "s/^worker_processes 2;/worker_processes $workers;/" \
         -e "s/^#@USER@/$user_line/" \
         "$here/nginx.conf" >"$prefix/nginx.conf"
@@ -53,11 +58,11 @@ case "$cmd" in
 start)
     prepare
     "$NGINX" -p "$prefix/" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log"
-    echo "nginx listening on 127.0.0.1:$port (prefix $prefix)"
+    echo "nginx listening on $listen (prefix $prefix)"
     ;;
 run)
     prepare
-    echo "nginx on http://127.0.0.1:$port/ (prefix $prefix; Ctrl-C stops it)"
+    echo "nginx on http://$listen/ (prefix $prefix; Ctrl-C stops it)"
     exec "$NGINX" -p "$prefix/" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log" -g "daemon off;"
     ;;
 stop)
