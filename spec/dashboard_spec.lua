@@ -60,7 +60,10 @@ describe("the dashboard in chromium", function()
     local b = assert(celers.connect(dsn))
     assert(b:migrate())
     local ids = {}
-    for i = 1, 30 do ids[i] = assert(b:enqueue("send_email", { to = "user" .. i .. "@example.org", n = i }, { metadata = { source = "web" } })) end
+    for i = 1, 30 do
+      ids[i] = assert(b:enqueue("send_email", { to = "user" .. i .. "@example.org", n = i },
+        { metadata = { source = "web" } }))
+    end
     local xss_id = assert(b:enqueue(XSS_NAME, XSS_PAYLOAD))
     for _ = 1, 5 do assert(b:ack(assert(b:dequeue()))) end
     local dead = assert(b:dequeue())
@@ -86,8 +89,10 @@ describe("the dashboard in chromium", function()
       local expected_enqueued = tonumber(helper.scalar(dsn,
         "SELECT COUNT(*) FROM celers_tasks WHERE queue = 'default' AND created_at >= NOW(6) - INTERVAL 60 MINUTE"))
       local first = helper.query(dsn, "SELECT id FROM celers_tasks WHERE queue = 'default' ORDER BY id LIMIT 25")
-      local second = helper.query(dsn, "SELECT id FROM celers_tasks WHERE queue = 'default' ORDER BY id LIMIT 25 OFFSET 25")
-      local dlq = helper.query(dsn, "SELECT id FROM celers_dead_letter_queue WHERE queue = 'default' ORDER BY failed_at, id")
+      local second = helper.query(dsn,
+        "SELECT id FROM celers_tasks WHERE queue = 'default' ORDER BY id LIMIT 25 OFFSET 25")
+      local dlq = helper.query(dsn,
+        "SELECT id FROM celers_dead_letter_queue WHERE queue = 'default' ORDER BY failed_at, id")
       local cmd = table.concat({
         "NODE_PATH=" .. sh(NODE_MODULES), "DASH_URL=" .. sh(server.url), "DASH_TOKEN=" .. sh(TOKEN),
         "DASH_SHOTS=" .. sh(SHOTS), "DASH_PROFILE=" .. sh(profile), "DASH_CANCEL_ID=" .. sh(cancel_id),
@@ -98,7 +103,9 @@ describe("the dashboard in chromium", function()
       assert.truthy(proc.wait_for(function()
         return exists(SHOTS .. "/ready-for-refresh") or exists(rcfile)
       end, 120, 0.2), "the browser never got to the auto-refresh step")
-      assert(exists(SHOTS .. "/ready-for-refresh"), "the browser stopped early:\n" .. ((proc.read_file(out) or ""):match('"error":(.*)') or proc.read_file(out) or ""))
+      local so_far = proc.read_file(out) or ""
+      assert(exists(SHOTS .. "/ready-for-refresh"),
+        "the browser stopped early:\n" .. (so_far:match('"error":(.*)') or so_far))
       assert.equal("1", helper.scalar(dsn, "SELECT COUNT(*) FROM celers_queue_pauses WHERE queue = 'default'"))
       assert(b:resume())
       assert.truthy(proc.wait_for(function() return exists(rcfile) end, 60, 0.2), "the browser did not finish")
@@ -153,12 +160,15 @@ describe("the dashboard in chromium", function()
       -- the clicks changed the database
       assert.equal("actions unlocked", result.mode)
       assert.is_true(result.pausedShown)
-      assert.equal("0", helper.scalar(dsn, "SELECT COUNT(*) FROM celers_dead_letter_queue WHERE id = " .. helper.sql_string(result.requeued)))
+      assert.equal("0", helper.scalar(dsn,
+        "SELECT COUNT(*) FROM celers_dead_letter_queue WHERE id = " .. helper.sql_string(result.requeued)))
       -- requeued as a new task (a new id) with the dead letter's payload
-      assert.same({ { "pending", "0" } }, helper.query(dsn, "SELECT state, retry_count FROM celers_tasks WHERE payload = "
+      assert.same({ { "pending", "0" } }, helper.query(dsn,
+        "SELECT state, retry_count FROM celers_tasks WHERE payload = "
         .. helper.sql_string(dead.body) .. " AND id <> " .. helper.sql_string(dead.id)))
       assert.same({}, result.dlqAfter)
-      assert.equal("cancelled", helper.scalar(dsn, "SELECT state FROM celers_tasks WHERE id = " .. helper.sql_string(cancel_id)))
+      assert.equal("cancelled",
+        helper.scalar(dsn, "SELECT state FROM celers_tasks WHERE id = " .. helper.sql_string(cancel_id)))
       assert.equal("cancelled", result.cancelledShown)
       assert.is_true(result.autoRefreshed)
 

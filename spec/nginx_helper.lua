@@ -35,7 +35,8 @@ local function tempdir()
   return d
 end
 
---- Start the example nginx. opts: dsn, workers (1), token (dashboard actions), port.
+--- Start the example nginx. opts: dsn, workers (1), token (dashboard actions), extra_conf (a
+-- file included in the server block).
 -- Returns a server {port=, prefix=, url=, stop=}.
 function M.start(opts)
   local prefix = tempdir()
@@ -43,6 +44,7 @@ function M.start(opts)
   local env = "CELERS_DSN=" .. sh(opts.dsn) .. " CELERS_NGINX_PREFIX=" .. sh(prefix)
     .. " CELERS_NGINX_WORKERS=" .. (opts.workers or 1)
     .. " CELERS_DASHBOARD_TOKEN=" .. sh(opts.token or "")
+    .. " CELERS_NGINX_EXTRA=" .. sh(opts.extra_conf or "")
   local code, out, port
   for _ = 1, 8 do
     port = math.random(20000, 45000)
@@ -65,11 +67,11 @@ function M.start(opts)
 end
 
 --- One HTTP request. opts: method, body, headers (list of "Name: value").
--- Returns status (number), body (string), seconds taken.
+-- opts.max: seconds before curl gives up (30). Returns status (number), body (string), seconds.
 function M.http(url, opts)
   opts = opts or {}
   local out = os.tmpname()
-  local cmd = { "curl", "-s", "-m", "30", "-o", sh(out), "-w", sh("%{http_code} %{time_total}") }
+  local cmd = { "curl", "-s", "-m", tostring(opts.max or 30), "-o", sh(out), "-w", sh("%{http_code} %{time_total}") }
   if opts.method then cmd[#cmd + 1] = "-X " .. sh(opts.method) end
   for _, h in ipairs(opts.headers or {}) do cmd[#cmd + 1] = "-H " .. sh(h) end
   if opts.body then cmd[#cmd + 1] = "--data-binary " .. sh(opts.body) end

@@ -128,14 +128,16 @@ describe("celers.nginx", function()
       headers = { "Authorization: Bearer " .. TOKEN, "X-CSRF-Token: " .. session().csrf,
                   "Content-Type: application/json" } })
     assert.equal(400, status, body)
-    status = http(server.url .. "/enqueue/bad", { method = "POST", body = "{oops", headers = { "Content-Type: application/json" } })
+    status = http(server.url .. "/enqueue/bad",
+      { method = "POST", body = "{oops", headers = { "Content-Type: application/json" } })
     assert.equal(400, status)
   end)
 
   it("needs the credential and a CSRF token for actions, and then changes the database", function()
     local status, body = act("pause", { queue = "guarded" }, {})
     assert.equal(401, status, body)
-    status, body = act("pause", { queue = "guarded" }, { "Authorization: Bearer wrong", "X-CSRF-Token: " .. session().csrf })
+    status, body = act("pause", { queue = "guarded" },
+      { "Authorization: Bearer wrong", "X-CSRF-Token: " .. session().csrf })
     assert.equal(401, status, body)
     status, body = act("pause", { queue = "guarded" }, { "Authorization: Bearer " .. TOKEN })
     assert.equal(403, status, body)
@@ -163,13 +165,15 @@ describe("celers.nginx", function()
 
     status, body = act("cancel", { queue = "acts", id = id1 })
     assert.equal(200, status, body)
-    assert.equal("cancelled", helper.scalar(dsn, "SELECT state FROM celers_tasks WHERE id = " .. helper.sql_string(id1)))
+    assert.equal("cancelled",
+      helper.scalar(dsn, "SELECT state FROM celers_tasks WHERE id = " .. helper.sql_string(id1)))
     status = act("cancel", { queue = "acts", id = "no-such-task" })
     assert.equal(404, status)
 
     status, body = act("retry", { queue = "acts", id = id2 })
     assert.equal(200, status, body)
-    assert.equal("1", helper.scalar(dsn, "SELECT scheduled_at <= NOW(6) FROM celers_tasks WHERE id = " .. helper.sql_string(id2)))
+    assert.equal("1",
+      helper.scalar(dsn, "SELECT scheduled_at <= NOW(6) FROM celers_tasks WHERE id = " .. helper.sql_string(id2)))
 
     local dlq_id = helper.scalar(dsn, "SELECT id FROM celers_dead_letter_queue WHERE task_name = 'doomed'")
     assert.is_string(dlq_id)
@@ -198,14 +202,16 @@ describe("celers.nginx", function()
   it("keeps the event loop free while the database hangs", function()
     local hung = ngx_helper.hung_listener()
     local password = "never-sh0wn-pw"
-    local srv = ngx_helper.start { dsn = ("mysql://celers:%s@127.0.0.1:%d/celers"):format(password, hung.port), workers = 1 }
+    local hung_dsn = ("mysql://celers:%s@127.0.0.1:%d/celers"):format(password, hung.port)
+    local srv = ngx_helper.start { dsn = hung_dsn, workers = 1 }
     local ok, err = pcall(function()
       -- 6 enqueues at once: 4 hold the pool's threads, 2 wait for one
       local dir = os.tmpname()
       os.remove(dir)
       os.execute("mkdir " .. helper.shell_quote(dir))
       for i = 1, 6 do
-        os.execute(("curl -s -m 30 -o %s/%d.body -w '%%{http_code} %%{time_total}' -X POST --data-binary x %s > %s/%d.meta &"):format(
+        os.execute(("curl -s -m 30 -o %s/%d.body -w '%%{http_code} %%{time_total}' -X POST --data-binary x %s"
+          .. " > %s/%d.meta &"):format(
           helper.shell_quote(dir), i, helper.shell_quote(srv.url .. "/enqueue/stuck"), helper.shell_quote(dir), i))
       end
       proc.sleep(0.3)

@@ -10,6 +10,7 @@
 #   CELERS_NGINX_PREFIX=/some/dir ...     the prefix folder (default: .nginx/ in the checkout)
 #   CELERS_NGINX_WORKERS=N                worker processes (default 2)
 #   CELERS_DASHBOARD_TOKEN=secret         enables the dashboard's actions (Bearer token)
+#   CELERS_NGINX_EXTRA=/path/file.conf    included in the server block (bench/nginx.sh uses it)
 #
 #   curl -X POST -H 'Content-Type: application/json' -d '{"to":"a@b.c"}' \
 #        http://127.0.0.1:8089/enqueue/send_email
@@ -40,11 +41,14 @@ prepare() {
     ln -sfn "$root/build/luajit" "$prefix/build"
     ln -sfn "$root/dashboard" "$prefix/dashboard"
     ln -sf "$here/enqueue.lua" "$prefix/enqueue.lua"
+    extra_line=""
+    if [ -n "${CELERS_NGINX_EXTRA:-}" ]; then extra_line="include ${CELERS_NGINX_EXTRA};"; fi
     user_line="# user: nginx was not started as root, its workers run as $(id -un)"
     if [ "$(id -u)" = 0 ]; then user_line="user $(id -un) $(id -gn);"; fi
     sed -e "s/listen 127\.0\.0\.1:8089;/listen $listen;/" \
         -e "s/^worker_processes 2;/worker_processes $workers;/" \
         -e "s/^#@USER@/$user_line/" \
+        -e "s|#@EXTRA@|$extra_line|" \
         "$here/nginx.conf" >"$prefix/nginx.conf"
     if [ ! -f "$root/build/luajit/celers/core.so" ]; then make -C "$root" build LUA=luajit >/dev/null; fi
     if [ -z "${CELERS_DSN:-}" ]; then
