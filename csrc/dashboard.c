@@ -42,7 +42,7 @@ static const char SQL_RETRY_NOW[] =
 
 int ce_dash_queues(ce_conn *c, ce_rows *out, ce_error *err)
 {
-    return ce_read(c, SQL_QUEUES, NULL, 0, out, err);
+    return ce_run(c, CE_REPEAT, SQL_QUEUES, NULL, 0, out, NULL, err);
 }
 
 int ce_dash_throughput(ce_conn *c, const char *queue, long long minutes, ce_rows *out,
@@ -53,14 +53,14 @@ int ce_dash_throughput(ce_conn *c, const char *queue, long long minutes, ce_rows
         p[2 * i] = ce_pstr(queue);
         p[2 * i + 1] = ce_pint(minutes);
     }
-    return ce_read(c, SQL_THROUGHPUT, p, 10, out, err);
+    return ce_run(c, CE_REPEAT, SQL_THROUGHPUT, p, 10, out, NULL, err);
 }
 
 int ce_dash_recurring(ce_conn *c, const char *queue, ce_rows *out, ce_error *err)
 {
     ce_param p[1];
     p[0] = ce_pstr(queue);
-    return ce_read(c, SQL_RECURRING, p, 1, out, err);
+    return ce_run(c, CE_REPEAT, SQL_RECURRING, p, 1, out, NULL, err);
 }
 
 int ce_retry_now(ce_conn *c, const char *queue, const char *id, int *found, ce_error *err)
@@ -69,7 +69,7 @@ int ce_retry_now(ce_conn *c, const char *queue, const char *id, int *found, ce_e
     unsigned long long n = 0;
     p[0] = ce_pstr(id);
     p[1] = ce_pstr(queue);
-    if (ce_write(c, SQL_RETRY_NOW, p, 2, &n, err) < 0) return -1;
+    if (ce_run(c, CE_ONCE, SQL_RETRY_NOW, p, 2, NULL, &n, err) < 0) return -1;
     *found = n > 0;
     return 0;
 }
