@@ -1,8 +1,6 @@
 /* Reads behind the web dashboard (dashboard.h). */
 #include "dashboard.h"
 
-#include "admin.h"
-
 #define MINUTE_OF(col) "TIMESTAMPDIFF(SECOND, TIMESTAMP'1970-01-01 00:00:00', " col ") DIV 60 * 60"
 #define SINCE(col) col " >= NOW(6) - INTERVAL ? MINUTE"
 
