@@ -113,6 +113,9 @@ describe("celers.nginx", function()
       { "/api/tasks?state=nope", 400 }, { "/api/tasks?limit=0", 400 }, { "/api/tasks?limit=1.5", 400 },
       { "/api/tasks?queue=a&queue=b", 400 }, { "/api/throughput?minutes=99999", 400 },
       { "/api/task", 400 }, { "/api/dlq?offset=-1", 400 }, { "/api/nothing", 404 }, { "/api/pause", 405 },
+      { "/api/tasks?queue=" .. ("q"):rep(300), 400 }, { "/api/tasks?queue=a%00b", 400 },
+      { "/api/task?id=" .. ("9"):rep(1000), 400 }, { "/api/tasks?after=x%00y", 400 },
+      { "/api/throughput?minutes=1e400", 400 }, { "/api/tasks?limit=9223372036854775808", 400 },
     }
     for _, c in ipairs(cases) do
       local status, body = http(server.url .. c[1])
@@ -196,6 +199,40 @@ describe("celers.nginx", function()
       assert.equal("0", helper.scalar(dsn, "SELECT COUNT(*) FROM celers_queue_pauses WHERE queue = 'ro'"))
     end)
     ro.stop()
+    assert(ok, err)
+  end)
+
+  it("works from a checkout inside a mode-700 folder", function()
+    -- the layout run.sh needs, copied under a private folder (as a checkout in a 700 home is)
+    local home = io.popen("mktemp -d"):read("*l")
+    local co = home .. "/checkout"
+    os.execute("chmod 700 " .. helper.shell_quote(home))
+    assert.equal(0, (proc.run(("mkdir -p %s/build && cp -r %s/lua %s/dashboard %s/examples %s/scripts %s/"
+      .. " && cp -r %s/build/luajit %s/build/"):format(
+      helper.shell_quote(co), helper.shell_quote(helper.root), helper.shell_quote(helper.root),
+      helper.shell_quote(helper.root), helper.shell_quote(helper.root), helper.shell_quote(co),
+      helper.shell_quote(helper.root), helper.shell_quote(co)))))
+    local prefix = home .. "/nginx"
+    local port = math.random(20000, 45000)
+    local env = "CELERS_DSN=" .. helper.shell_quote(dsn) .. " CELERS_NGINX_PREFIX=" .. helper.shell_quote(prefix)
+      .. " CELERS_NGINX_WORKERS=1 "
+    local code, out = proc.run(env .. helper.shell_quote(co .. "/examples/nginx/run.sh") .. " start " .. port)
+    local ok, err = pcall(function()
+      assert.equal(0, code, out)
+      assert.truthy(proc.wait_for(function()
+        return proc.run("curl -sf -o /dev/null http://127.0.0.1:" .. port .. "/ping") == 0
+      end, 10, 0.1))
+      local status, body = http("http://127.0.0.1:" .. port .. "/health")
+      assert.equal(200, status, body)
+      status, body = http("http://127.0.0.1:" .. port .. "/enqueue/from_private_home",
+        { method = "POST", body = "x" })
+      assert.equal(201, status, body)
+      assert.equal(1, count(dsn, "task_name = 'from_private_home'"))
+      status = http("http://127.0.0.1:" .. port .. "/")
+      assert.equal(200, status)
+    end)
+    proc.run(env .. helper.shell_quote(co .. "/examples/nginx/run.sh") .. " stop")
+    os.execute("rm -rf " .. helper.shell_quote(home))
     assert(ok, err)
   end)
 

@@ -56,6 +56,9 @@ prepare() {
         CELERS_DSN=$("$root/scripts/db.sh" dsn)
     fi
     export CELERS_DSN
+    # a Lua 5.4 search path in the environment must not leak into nginx's LuaJIT (";;" in
+    # lua_package_cpath falls back to it)
+    unset LUA_PATH LUA_CPATH LUA_INIT
 }
 
 case "$cmd" in
