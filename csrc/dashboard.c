@@ -32,6 +32,11 @@ static const char SQL_RECURRING[] =
     " WHERE queue = ? GROUP BY schedule_name) n"
     " ON n.schedule_name = r.schedule_name AND n.last = r.run_at ORDER BY r.schedule_name";
 
+static const char SQL_HISTORY[] =
+    "SELECT state, worker_id, error_message, retry_count, " CE_EPOCH("task_created_at") ", "
+    CE_EPOCH("started_at") ", " CE_EPOCH("completed_at") ", " CE_EPOCH("created_at")
+    " FROM celers_task_history WHERE task_id = ? AND queue = ? ORDER BY id LIMIT 100";
+
 static const char SQL_RETRY_NOW[] =
     "UPDATE celers_tasks SET state = 'pending', scheduled_at = NOW(6), completed_at = NULL"
     " WHERE id = ? AND queue = ?"
@@ -59,6 +64,14 @@ int ce_dash_recurring(ce_conn *c, const char *queue, ce_rows *out, ce_error *err
     ce_param p[1];
     p[0] = ce_pstr(queue);
     return ce_run(c, CE_REPEAT, SQL_RECURRING, p, 1, out, NULL, err);
+}
+
+int ce_dash_history(ce_conn *c, const char *queue, const char *task_id, ce_rows *out, ce_error *err)
+{
+    ce_param p[2];
+    p[0] = ce_pstr(task_id);
+    p[1] = ce_pstr(queue);
+    return ce_run(c, CE_REPEAT, SQL_HISTORY, p, 2, out, NULL, err);
 }
 
 int ce_retry_now(ce_conn *c, const char *queue, const char *id, int *found, ce_error *err)

@@ -17,6 +17,10 @@ int ce_dash_throughput(ce_conn *c, const char *queue, long long minutes, ce_rows
 /* Rows (schedule_name, last run_at, runs, last task_id, previous run_at or NULL) of queue's
  * recurring schedules. */
 int ce_dash_recurring(ce_conn *c, const char *queue, ce_rows *out, ce_error *err);
+/* Rows (state, worker_id, error_message, retry_count, created_at, started_at, completed_at,
+ * archived_at; times as Unix seconds) of a task's archived copies in celers_task_history. */
+int ce_dash_history(ce_conn *c, const char *queue, const char *task_id, ce_rows *out,
+                    ce_error *err);
 /* A task that waits (scheduled, pending in the future, failed, cancelled) becomes due now.
  * *found is 0 when no such task is in queue. */
 int ce_retry_now(ce_conn *c, const char *queue, const char *id, int *found, ce_error *err);

@@ -1,5 +1,5 @@
 /* Lua binding of the dashboard's reads (dashboard.h): list_queues, throughput,
- * list_recurring, retry_now, connection_id. */
+ * list_recurring, task_history, retry_now, connection_id. */
 #include "auxiliar.h"
 #include "dashboard.h"
 #include "ladmin.h"
@@ -73,6 +73,33 @@ static int list_recurring(lua_State *L)
     return 1;
 }
 
+/* task_history(id) -> list of {state=, worker_id=, error=, retry_count=, created_at=,
+ * started_at=, completed_at=, archived_at=}: the task's archived copies, oldest first. */
+static int task_history(lua_State *L)
+{
+    lbroker *b = lbroker_check(L, "task_history");
+    const char *id = ladmin_check_name(L, 2, "task_history", "id");
+    ce_rows rows = {0};
+    ce_error err;
+    if (ce_dash_history(b->shared->conn, b->queue, id, &rows, &err) < 0)
+        return aux_push_error(L, &err);
+    lua_createtable(L, (int)rows.nrows, 0);
+    for (unsigned int i = 0; i < rows.nrows; i++) {
+        lua_createtable(L, 0, 8);
+        lrows_set_string(L, CE_CELL(&rows, i, 0), "state");
+        lrows_set_string(L, CE_CELL(&rows, i, 1), "worker_id");
+        lrows_set_string(L, CE_CELL(&rows, i, 2), "error");
+        lrows_set_integer(L, CE_CELL(&rows, i, 3), "retry_count");
+        lrows_set_number(L, CE_CELL(&rows, i, 4), "created_at");
+        lrows_set_number(L, CE_CELL(&rows, i, 5), "started_at");
+        lrows_set_number(L, CE_CELL(&rows, i, 6), "completed_at");
+        lrows_set_number(L, CE_CELL(&rows, i, 7), "archived_at");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    ce_rows_free(&rows);
+    return 1;
+}
+
 /* retry_now(id) -> true, or false when no waiting task (scheduled, due later, failed,
  * cancelled) has that id in this queue. */
 static int retry_now(lua_State *L)
@@ -99,8 +126,13 @@ static int connection_id(lua_State *L)
 }
 
 static const luaL_Reg methods[] = {
-    {"connection_id", connection_id},   {"list_queues", list_queues}, {"throughput", throughput},
-    {"list_recurring", list_recurring}, {"retry_now", retry_now},     {NULL, NULL},
+    {"connection_id", connection_id},
+    {"list_queues", list_queues},
+    {"throughput", throughput},
+    {"list_recurring", list_recurring},
+    {"retry_now", retry_now},
+    {"task_history", task_history},
+    {NULL, NULL},
 };
 
 void ldashboard_register(lua_State *L)

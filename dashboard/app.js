@@ -241,8 +241,18 @@
 
   async function viewTask(view, queue, id) {
     const d = await get("task", { queue, id });
+    const history = list(d.history);
+    const historyBlock = [el("h3", {}, "History (archived copies)"),
+      history.length === 0 ? el("p", { class: "muted", id: "history" }, "none archived")
+        : el("table", { id: "history" },
+          el("thead", {}, el("tr", {}, ["state", "worker", "attempts", "started", "completed", "archived", "error"].map((h) => el("th", {}, h)))),
+          el("tbody", {}, history.map((h) => el("tr", {},
+            el("td", {}, h.state), el("td", { class: "mono" }, h.worker_id || ""), el("td", { class: "num" }, h.retry_count),
+            el("td", {}, fmtTime(h.started_at)), el("td", {}, fmtTime(h.completed_at)), el("td", {}, fmtTime(h.archived_at)),
+            el("td", { class: "mono" }, h.error || "")))))];
     if (!d.task) {
-      view.replaceChildren(el("h2", {}, "Task not found"), el("p", { class: "mono" }, id));
+      view.replaceChildren(el("h2", {}, history.length ? "Task archived" : "Task not found"),
+        el("p", { class: "mono" }, id), historyBlock);
       return;
     }
     const t = d.task;
@@ -260,7 +270,8 @@
         el("pre", { id: "result" }, typeof d.result.result === "object" ? JSON.stringify(d.result.result, null, 2)
           : String(d.result.result === undefined ? "" : d.result.result)),
         d.result.error ? el("pre", {}, d.result.error) : null)
-        : el("p", { class: "muted", id: "result" }, "no result stored"));
+        : el("p", { class: "muted", id: "result" }, "no result stored"),
+      historyBlock);
   }
 
   async function viewDlq(view, queue, offset) {

@@ -108,6 +108,30 @@ describe("celers.nginx", function()
     assert.is_false(seen.mq.paused)
   end)
 
+  it("shows a task's detail: the task, its result and its archived copies", function()
+    local b = assert(celers.connect(dsn))
+    local q = b:with_queue("detail")
+    local id = assert(q:enqueue("archived_one", { n = 1 }))
+    local t = assert(q:dequeue())
+    assert.equal(id, t.id)
+    assert(q:store_result(id, { task_name = "archived_one", status = "success", result = { ok = true } }))
+    assert(q:ack(t))
+    assert.equal(1, q:archive_completed_tasks(0))
+    b:close()
+    local status, body = http(server.url .. "/api/task?queue=detail&id=" .. id)
+    assert.equal(200, status, body)
+    local d = decode(body)
+    assert.is_false(d.task) -- archived: no longer in celers_tasks
+    assert.equal(1, #d.history)
+    assert.equal("completed", d.history[1].state)
+    assert.equal(helper.scalar(dsn, "SELECT worker_id FROM celers_task_history WHERE task_id = "
+      .. helper.sql_string(id)), d.history[1].worker_id)
+    assert.equal("success", d.result.status)
+    status, body = http(server.url .. "/api/task?queue=other&id=" .. id)
+    assert.equal(200, status, body)
+    assert.same({}, decode(body).history) -- another queue's view sees nothing
+  end)
+
   it("answers bad input with 400 and a JSON error, wrong methods with 405, unknown calls with 404", function()
     local cases = {
       { "/api/tasks?state=nope", 400 }, { "/api/tasks?limit=0", 400 }, { "/api/tasks?limit=1.5", 400 },

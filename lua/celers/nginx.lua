@@ -98,7 +98,7 @@ for _, name in ipairs {
   "store_result", "get_statistics", "pause", "resume", "is_paused", "queue_size", "list_tasks",
   "list_dlq", "requeue_from_dlq", "purge_dlq", "purge_all_dlq", "cancel", "retry_now",
   "check_health", "list_workers", "list_recurring", "list_queues", "throughput",
-  "connection_id", "count_by_task_name",
+  "connection_id", "count_by_task_name", "task_history",
 } do ALLOWED[name] = true end
 
 -- Calls made of several broker calls, run in one trip to the pool.
@@ -145,13 +145,15 @@ function composite.requeue_all_dlq(b, limit)
   return n
 end
 
---- A task and its result (either may be nil).
+--- A task, its result and its archived copies (task and result may be absent).
 function composite.task_detail(b, id)
   local task, err = b:get_task(id)
   if err then return nil, err end
   local result, rerr = b:get_result(id)
   if rerr then return nil, rerr end
-  return { task = task or false, result = result or false }
+  local history, herr = b:task_history(id)
+  if not history then return nil, herr end
+  return { task = task or false, result = result or false, history = history }
 end
 
 --- Every queue's workers.
