@@ -124,22 +124,39 @@ static const char ESCAPE[256] = {
     [28] = 'u',    [29] = 'u',   [30] = 'u',   [31] = 'u',
 };
 
+static int put_char(ce_jbuf *b, char c)
+{
+    if (b->len == b->cap && ce_jbuf_reserve(b, 1) < 0) return CE_JSON_ENOMEM;
+    b->data[b->len++] = c;
+    return 0;
+}
+
+/* One pass: plain runs are copied whole, escapes written as they come, and every byte of
+ * 0x80 and above must start a valid UTF-8 sequence. */
 int ce_json_put_string(ce_jbuf *b, const char *s, size_t n, size_t *bad_at)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *u = (const unsigned char *)s;
-    size_t i, run = 0, bad = ce_utf8_invalid_at(s, n);
-    if (bad < n) {
-        if (bad_at) *bad_at = bad;
-        return CE_JSON_EUTF8;
-    }
+    size_t i = 0, run = 0;
     if (ce_jbuf_reserve(b, n + 2) < 0) return CE_JSON_ENOMEM;
     b->data[b->len++] = '"';
-    for (i = 0; i < n; i++) {
-        char e = ESCAPE[u[i]];
-        char esc[6];
+    while (i < n) {
+        char e, esc[6];
         size_t elen = 2;
-        if (!e) continue;
+        if (u[i] >= 0x80) {
+            size_t k = utf8_seq(u + i, n - i);
+            if (!k) {
+                if (bad_at) *bad_at = i;
+                return CE_JSON_EUTF8;
+            }
+            i += k;
+            continue;
+        }
+        e = ESCAPE[u[i]];
+        if (!e) {
+            i++;
+            continue;
+        }
         if (ce_jbuf_put(b, s + run, i - run) < 0) return CE_JSON_ENOMEM;
         esc[0] = '\\';
         esc[1] = e;
@@ -151,17 +168,22 @@ int ce_json_put_string(ce_jbuf *b, const char *s, size_t n, size_t *bad_at)
             elen = 6;
         }
         if (ce_jbuf_put(b, esc, elen) < 0) return CE_JSON_ENOMEM;
-        run = i + 1;
+        run = ++i;
     }
     if (ce_jbuf_put(b, s + run, n - run) < 0) return CE_JSON_ENOMEM;
-    return ce_jbuf_put(b, "\"", 1);
+    return put_char(b, '"');
 }
 
 int ce_json_put_integer(ce_jbuf *b, long long v)
 {
-    char tmp[24];
-    int len = snprintf(tmp, sizeof tmp, "%lld", v);
-    return ce_jbuf_put(b, tmp, (size_t)len);
+    char tmp[24], *p = tmp + sizeof tmp;
+    unsigned long long m = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + m % 10);
+        m /= 10;
+    } while (m);
+    if (v < 0) *--p = '-';
+    return ce_jbuf_put(b, p, (size_t)(tmp + sizeof tmp - p));
 }
 
 int ce_json_put_double(ce_jbuf *b, double d)
@@ -169,6 +191,11 @@ int ce_json_put_double(ce_jbuf *b, double d)
     char tmp[40];
     int prec, len = 0;
     if (!isfinite(d)) return CE_JSON_ENUMBER;
+    /* whole numbers a double holds exactly: the digits and ".0", no formatting round trip */
+    if (d == floor(d) && fabs(d) < 9007199254740992.0 && !(d == 0 && signbit(d))) {
+        if (ce_json_put_integer(b, (long long)d) < 0) return CE_JSON_ENOMEM;
+        return ce_jbuf_put(b, ".0", 2);
+    }
     for (prec = 15; prec <= 17; prec++) {
         len = snprintf(tmp, sizeof tmp, "%.*g", prec, d);
         dot_decimal_point(tmp);
