@@ -226,6 +226,7 @@ static int fail(parser *p, const char *fmt, ...)
     if (p->err->message[0]) return -1; /* keep the first (innermost) message */
     p->err->pos = p->pos;
     va_start(ap, fmt);
+    /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start is just above */
     vsnprintf(p->err->message, sizeof p->err->message, fmt, ap);
     va_end(ap);
     return -1;
@@ -472,8 +473,8 @@ static int container(parser *p, int is_array)
     }
     for (;;) {
         if (!is_array) {
-            const char *k;
-            size_t klen;
+            const char *k = NULL;
+            size_t klen = 0;
             if (p->pos >= p->n || p->s[p->pos] != '"') return fail(p, "expected a string key");
             if (read_string(p, &k, &klen) < 0) return -1;
             if (p->h->key(p->ud, k, klen)) return stopped(p);
@@ -505,8 +506,8 @@ static int value(parser *p)
     case '[':
         return container(p, 1);
     case '"': {
-        const char *s;
-        size_t len;
+        const char *s = NULL;
+        size_t len = 0;
         if (read_string(p, &s, &len) < 0) return -1;
         return p->h->string(p->ud, s, len) ? stopped(p) : 0;
     }

@@ -71,6 +71,7 @@ static int codec_error(lua_State *L, codec_buffer *cb, const char *fmt, ...)
     char msg[300];
     va_list ap;
     va_start(ap, fmt);
+    /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start is just above */
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (cb) give_back(cb);
@@ -273,15 +274,16 @@ static void encode_value(encoder *e, int idx, int depth)
                         CE_JSON_MAX_DEPTH);
         if (!lua_checkstack(L, 6)) codec_error(L, e->cb, "json_encode: Lua stack overflow");
         kind = marked_kind(e, idx);
-        if (kind == 1) {
-            encode_array(e, idx, (long long)lua_rawlen(L, idx), depth + 1);
-        } else if (kind == 0) {
-            encode_object(e, idx, depth + 1);
-        } else if ((n = array_length(L, idx)) >= 0) {
+        if (kind == 1)
+            n = (long long)lua_rawlen(L, idx);
+        else if (kind == 0)
+            n = -1;
+        else
+            n = array_length(L, idx); /* -1: an object */
+        if (n >= 0)
             encode_array(e, idx, n, depth + 1);
-        } else {
+        else
             encode_object(e, idx, depth + 1);
-        }
         return;
     }
     default:
@@ -392,7 +394,7 @@ static int codec_json_decode(lua_State *L)
     size_t len;
     const char *s;
     decoder d;
-    ce_json_error err;
+    ce_json_error err = {0, {0}};
     codec_buffer *cb;
     if (lua_type(L, 1) != LUA_TSTRING)
         return luaL_error(L, "celers: json_decode: 'text' must be a string (got %s)",
