@@ -247,6 +247,30 @@ describe("celers.bulk", function()
     os.remove(path)
   end)
 
+  it("metadata holding an integer beyond 2^53 is exported and imported as its exact text", function()
+    local meta = '{"order_id":9007199254740993}'
+    local id = assert(broker:enqueue("big", '{"n":9007199254740993}', { metadata = meta }))
+    local task = assert(broker:get_task(id))
+    if IS54 then
+      assert.equal(math.tointeger(tonumber("9007199254740993")), task.metadata.order_id)
+    else
+      assert.equal(meta, task.metadata) -- LuaJIT cannot hold it: the stored text, not a rounded number
+    end
+    local path = os.tmpname()
+    assert(bulk.export(broker, path))
+    helper.query(dsn, "DELETE FROM celers_tasks")
+    local rep = assert(bulk.import(broker, path))
+    assert.equal(1, rep.inserted)
+    assert.equal(meta, helper.scalar(dsn, "SELECT metadata FROM celers_tasks WHERE id = " .. q(id)))
+    -- a string that is not JSON at all is a bad line, not a failed batch
+    write_file(path, '{"kind":"task","id":"' .. celers.core.uuid7() .. '","name":"x","body":"",'
+      .. '"metadata":"{not json"}\n')
+    rep = assert(bulk.import(broker, path))
+    assert.equal(1, rep.bad)
+    assert.matches("'metadata' is not JSON", rep.errors[1].error, 1, true)
+    os.remove(path)
+  end)
+
   it("binary payloads (NUL and all 256 byte values) travel as base64 and come back byte for byte", function()
     local all = {}
     for i = 0, 255 do all[#all + 1] = string.char(i) end

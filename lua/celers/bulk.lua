@@ -263,7 +263,16 @@ local function task_spec(obj, as_dlq, queue)
     spec.eta = t + 2.5e-7
   end
   if obj.metadata ~= nil and obj.metadata ~= json.null then
-    if type(obj.metadata) ~= "table" then return nil, "'metadata' must be a JSON object" end
+    if type(obj.metadata) == "string" then
+      -- JSON text this Lua could not decode on export (LuaJIT: an integer beyond 2^53),
+      -- stored back as that very text
+      local ok, err = pcall(json.decode, obj.metadata)
+      if not ok and not tostring(err):find("cannot be held exactly", 1, true) then
+        return nil, "'metadata' is not JSON: " .. tostring(err):gsub("^celers: ", "")
+      end
+    elseif type(obj.metadata) ~= "table" then
+      return nil, "'metadata' must be a JSON object"
+    end
     spec.metadata = obj.metadata
   end
   if not as_dlq and obj.idempotency_key ~= nil and obj.idempotency_key ~= json.null then
