@@ -317,6 +317,34 @@ describe("celers.json through the database", function()
     assert.equal("FF0001", stored("HEX(payload)", id))
   end)
 
+  it("bin/celers enqueue --json-payload and --metadata store the JSON as given", function()
+    local proc = require "spec.proc_helper"
+    local sh = helper.shell_quote
+    local function enqueue(text)
+      return proc.run("CELERS_LUA=" .. sh(helper.lua()) .. " CELERS_DSN=" .. sh(dsn) .. " "
+        .. sh(helper.root .. "/bin/celers") .. " --json enqueue --json-payload --metadata "
+        .. sh('{"n":[]}') .. " order " .. sh(text))
+    end
+    -- 12345678901234568 is even: a double holds it, so LuaJIT can carry it too
+    local big = IS54 and "12345678901234567" or "12345678901234568"
+    local text = '{"order":7,"order_id":' .. big .. ',"tags":[],"ratio":0.1}'
+    local code, out = enqueue(text)
+    assert.equal(0, code, out)
+    local id = json.decode(out).id
+    local stored_text = stored("payload", id)
+    if not IS54 then -- one a double cannot hold is refused, not rounded
+      code, out = enqueue('{"order_id":12345678901234567}')
+      assert.equal(2, code, out)
+      assert.equal("1", helper.scalar(dsn, "SELECT COUNT(*) FROM celers_tasks"))
+    end
+    -- key order is the encoder's; every value keeps its form
+    for _, part in ipairs { '"order":7', '"order_id":' .. big, '"tags":[]', '"ratio":0.1' } do
+      assert.matches(part, stored_text, 1, true)
+    end
+    assert.equal(#text, #stored_text)
+    assert.equal('{"n":[]}', stored("metadata", id))
+  end)
+
   it("a stored integer beyond 2^53 reads exactly on 5.4; LuaJIT leaves the payload as its JSON text", function()
     local text = '{"id":9007199254740993}'
     local id = assert(broker:enqueue_batch { { name = "big", payload = text, payload_type = "json" } })[1]

@@ -9,8 +9,7 @@ local core = require "celers.core"
 
 local cli = {}
 
-local json = require("cjson").new()
-json.encode_sparse_array(true)
+local json = require("celers").json -- exact: numbers and [] keep their form (docs/json.md)
 
 local GLOBAL_HELP = [[
 Usage: celers [--dsn DSN] [--queue NAME] [--json] COMMAND [ARGS...]
