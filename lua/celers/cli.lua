@@ -143,7 +143,8 @@ Options:
   --on-error skip|abort  bad lines: report and go on (default), or stop there
   --batch N              tasks per batch (default 500)
   --requeue-dlq          restore exported dead-letter entries as pending tasks
-  --into-queue NAME      put every task into this queue]],
+  --into-queue NAME      put every task into this queue; tasks from another queue are
+                         copied under new ids (the originals stay; a re-run skips them)]],
   health = [[
 Usage: celers health
 
