@@ -1,0 +1,63 @@
+#include "staging.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "statement.h"
+
+/* A range of idx_celers_tasks_staging (queue, state, scheduled_at), read in index order: the
+ * step reads the rows it promotes and one more entry, however many are scheduled later. */
+static const char SQL_STAGE[] =
+    "UPDATE celers_tasks SET state = 'pending' WHERE queue = ? AND state = 'scheduled' AND "
+    "scheduled_at <= NOW(6) ORDER BY scheduled_at, id LIMIT ?";
+
+typedef struct {
+    const char *queue;
+    unsigned int limit;
+    unsigned long long promoted;
+} stage_ctx;
+
+static int stage_op(ce_conn *c, void *vctx, ce_error *err)
+{
+    stage_ctx *x = vctx;
+    ce_param p[2] = {ce_pstr(x->queue), ce_pint(x->limit)};
+    return ce_exec(c, SQL_STAGE, p, 2, NULL, &x->promoted, err);
+}
+
+int ce_stage_due(ce_conn *c, const char *queue, unsigned int limit, unsigned long long *promoted,
+                 ce_error *err)
+{
+    stage_ctx x = {queue, limit, 0};
+    *promoted = 0;
+    /* Promoting a due task twice is the same as once: safe to repeat. */
+    if (ce_conn_run(c, CE_REPEAT, stage_op, &x, err) < 0) return -1;
+    *promoted = x.promoted;
+    return 0;
+}
+
+/* The staging slot of queue on c: its own, a free one, or the least recently staged. */
+static int stage_slot(ce_conn *c, const char *queue)
+{
+    int oldest = 0;
+    for (int i = 0; i < CE_SWEEP_SLOTS; i++) {
+        if (strncmp(c->stages[i].queue, queue, sizeof c->stages[i].queue) == 0) return i;
+        if (c->stages[i].at < c->stages[oldest].at) oldest = i;
+    }
+    return oldest;
+}
+
+void ce_stage_if_due(ce_conn *c, const char *queue)
+{
+    unsigned long long promoted = 0;
+    ce_error ignored;
+    double now = ce_monotonic();
+    int i = stage_slot(c, queue);
+    if (strncmp(c->stages[i].queue, queue, sizeof c->stages[i].queue) == 0 &&
+        now - c->stages[i].at < CE_STAGE_INTERVAL)
+        return;
+    snprintf(c->stages[i].queue, sizeof c->stages[i].queue, "%s", queue);
+    c->stages[i].at = now;
+    if (ce_stage_due(c, queue, CE_STAGE_ROWS, &promoted, &ignored) == 0 &&
+        promoted >= CE_STAGE_ROWS)
+        c->stages[i].at = 0; /* more are due: the next claim stages again */
+}
