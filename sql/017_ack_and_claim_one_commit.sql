@@ -3,6 +3,8 @@
 -- index (015). The result is one row: the claimed task's columns (all NULL when none was
 -- ready) and whether the ack landed. Any error rolls back both the ack and the claim before
 -- it is raised, so the caller knows the ack did not land and no transaction is left open.
+-- Sessions run at READ COMMITTED (connection.c): no gap locks, so the ack's index change
+-- never waits for a row another claim holds.
 DROP PROCEDURE IF EXISTS celers_ack_and_claim;
 
 DELIMITER //
