@@ -84,7 +84,8 @@ int ce_ack(ce_conn *c, ce_task_ref ref, int *ok, ce_error *err);
 int ce_ack_batch(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long long *acked,
                  ce_error *err);
 /* Failed attempt. requeue with retries left: back to pending after delay (< 0: the broker's
- * backoff; a positive delay waits in 'scheduled'); otherwise to the dead-letter queue. *outcome: 0 unchanged, 1 requeued, 2 dead. */
+ * backoff; a positive delay waits in 'scheduled'); otherwise to the dead-letter queue. *outcome: 0
+ * unchanged, 1 requeued, 2 dead. */
 int ce_reject(ce_conn *c, ce_task_ref ref, int requeue, double delay, const char *error,
               int *outcome, ce_error *err);
 /* Extend the lease by seconds (< 0: the task's timeout or the broker's lease). */

@@ -658,7 +658,9 @@ function commands.export(o)
   if not path then usage_error("export needs a FILE ('-' for standard output)") end
   if o.state then
     for _, s in ipairs(o.state) do
-      if not STATES[s] then usage_error("--state must be scheduled, pending, processing, completed, failed or cancelled") end
+      if not STATES[s] then
+        usage_error("--state must be scheduled, pending, processing, completed, failed or cancelled")
+      end
     end
   end
   local b, err = connect(o)
