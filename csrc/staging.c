@@ -14,28 +14,13 @@ static const char SQL_STAGE[] =
     "UPDATE celers_tasks SET state = 'pending' WHERE queue = ? AND state = 'scheduled' AND "
     "scheduled_at <= NOW(6) ORDER BY queue, state, scheduled_at LIMIT ?";
 
-typedef struct {
-    const char *queue;
-    unsigned int limit;
-    unsigned long long promoted;
-} stage_ctx;
-
-static int stage_op(ce_conn *c, void *vctx, ce_error *err)
-{
-    stage_ctx *x = vctx;
-    ce_param p[2] = {ce_pstr(x->queue), ce_pint(x->limit)};
-    return ce_exec(c, SQL_STAGE, p, 2, NULL, &x->promoted, err);
-}
-
 int ce_stage_due(ce_conn *c, const char *queue, unsigned int limit, unsigned long long *promoted,
                  ce_error *err)
 {
-    stage_ctx x = {queue, limit, 0};
+    ce_param p[2] = {ce_pstr(queue), ce_pint(limit)};
     *promoted = 0;
     /* Promoting a due task twice is the same as once: safe to repeat. */
-    if (ce_conn_run(c, CE_REPEAT, stage_op, &x, err) < 0) return -1;
-    *promoted = x.promoted;
-    return 0;
+    return ce_run(c, CE_REPEAT, SQL_STAGE, p, 2, NULL, promoted, err);
 }
 
 /* The staging slot of queue on c: its own, a free one, or the least recently staged. */

@@ -12,8 +12,10 @@ describe("hand-off", function()
 
    local function count(where) return tonumber(helper.scalar(dsn, "SELECT COUNT(*) FROM celers_tasks WHERE " .. where)) end
    local function state(id) return helper.scalar(dsn, "SELECT state FROM celers_tasks WHERE id = " .. sqls(id)) end
-   -- InnoDB's redo log writes: one per commit of a single connection (no other writer here)
+   -- InnoDB's redo log writes: one per commit of a single connection. Read only on the private
+   -- server, where this spec is the only writer (elsewhere the counts are not asserted).
    local function log_writes() return tonumber(helper.query(dsn, "SHOW GLOBAL STATUS LIKE 'Innodb_log_writes'")[1][2]) end
+   local exact = helper.private_server()
 
    -- make the claim part fail after the ack part ran: the pause check reads this table
    local function break_claims() helper.query(dsn, "RENAME TABLE celers_queue_pauses TO celers_queue_pauses_away") end
@@ -49,8 +51,10 @@ describe("hand-off", function()
             t = assert(broker:dequeue())
          end
          local w2 = log_writes()
-         assert.is_true(w1 - w0 <= 11, (w1 - w0) .. " log writes for 10 hand-offs")
-         assert.is_true(w2 - w1 >= 19, (w2 - w1) .. " log writes for 10 acks and 10 dequeues (the control)")
+         if exact then
+            assert.is_true(w1 - w0 <= 11, (w1 - w0) .. " log writes for 10 hand-offs")
+            assert.is_true(w2 - w1 >= 19, (w2 - w1) .. " log writes for 10 acks and 10 dequeues (the control)")
+         end
          assert.equal(20, count("state = 'completed'"))
       end)
 
@@ -99,7 +103,8 @@ describe("hand-off", function()
             assert.equal(10, n)
             assert.equal(10, #ts)
          end
-         assert.is_true(log_writes() - w0 <= 10, (log_writes() - w0) .. " log writes for 9 batch hand-offs")
+         local writes = log_writes() - w0
+         if exact then assert.is_true(writes <= 10, writes .. " log writes for 9 batch hand-offs") end
          local n, rest = broker:ack_batch_and_dequeue(ts, 10)
          assert.equal(10, n)
          assert.same({}, rest)
