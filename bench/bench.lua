@@ -78,10 +78,30 @@ local function run_floor(op, n, arg)
   }, " "))
 end
 
-local function timed(n, fn)
+-- Server-wide counters, read around a measured side (only this bench uses the server):
+-- redo bytes written, rows/index entries read, and rows/index entries written.
+local function counters()
+  local c = { redo = 0, reads = 0, writes = 0 }
+  for _, r in ipairs(helper.query(dsn, "SHOW GLOBAL STATUS WHERE Variable_name IN ('Innodb_os_log_written', "
+    .. "'Handler_read_first', 'Handler_read_key', 'Handler_read_last', 'Handler_read_next', "
+    .. "'Handler_read_prev', 'Handler_read_rnd', 'Handler_read_rnd_next', 'Handler_write', "
+    .. "'Handler_update', 'Handler_delete')")) do
+    local v = tonumber(r[2])
+    if r[1] == "Innodb_os_log_written" then c.redo = v
+    elseif r[1]:find("^Handler_read") then c.reads = c.reads + v
+    else c.writes = c.writes + v end
+  end
+  return c
+end
+
+-- n / seconds of fn(); with probe, the server counters around fn are handed to it
+local function timed(n, fn, probe)
+  local c0 = probe and counters()
   local t0 = core.monotonic()
   fn()
-  return n / (core.monotonic() - t0)
+  local rate = n / (core.monotonic() - t0)
+  if probe then probe(c0) end
+  return rate
 end
 
 local function drain_single(b)
@@ -160,19 +180,27 @@ local function best(list)
   return b
 end
 
--- best of ROUNDS for each side, alternating which goes first
+-- best of ROUNDS for each side, alternating which goes first; also the counters per task of
+-- each side's last round (fill and wipe excluded: each side fills before it starts its clock,
+-- so the counters are read inside the side through `probe`)
 local function measure(sides, n)
-  local got = {}
+  local got, per = {}, {}
   for k = 1, #sides do got[k] = {} end
   for r = 1, ROUNDS do
     for j = 1, #sides do
       local k = (r % 2 == 1) and j or (#sides - j + 1)
-      if sides[k] then got[k][#got[k] + 1] = sides[k](n) end
+      if sides[k] then
+        got[k][#got[k] + 1] = sides[k](n, function(c0)
+          local c1 = counters()
+          per[k] = { redo = (c1.redo - c0.redo) / n, reads = (c1.reads - c0.reads) / n,
+                     writes = (c1.writes - c0.writes) / n }
+        end)
+      end
     end
   end
   local out = {}
   for k = 1, #sides do out[k] = sides[k] and best(got[k]) or nil end
-  return out
+  return out, per
 end
 
 local function ratio(a, b) return (a and b and b > 0) and ("%.2f"):format(a / b) or "-" end
@@ -198,65 +226,79 @@ local N1, NB = math.floor(1000 * SCALE), math.floor(10000 * SCALE)
 local rates = {}
 
 local function min_side(op, fill_fn, arg)
-  return function(n)
+  return function(n, probe)
     if fill_fn then fill_min(n) else wipe() end
-    return run_floor(op, n, arg)
+    local c0 = counters()
+    local rate = run_floor(op, n, arg)
+    probe(c0)
+    return rate
   end
 end
 
 local ops = {
   { name = "enqueue", n = N1,
-    module = function(n)
+    module = function(n, probe)
       wipe()
-      return timed(n, function() for _ = 1, n do assert(broker:enqueue("bench", PAYLOAD)) end end)
+      return timed(n, function() for _ = 1, n do assert(broker:enqueue("bench", PAYLOAD)) end end, probe)
     end,
     floor = function(n) wipe(); return run_floor("enqueue", n) end,
     minimal = min_side("min_enqueue", false) },
   { name = "enqueue_batch(100)", n = NB,
-    module = function(n)
+    module = function(n, probe)
       wipe()
       local batch = {}
       for i = 1, 100 do batch[i] = { name = "bench", payload = PAYLOAD } end
-      return timed(n, function() for _ = 1, n / 100 do assert(broker:enqueue_batch(batch)) end end)
+      return timed(n, function() for _ = 1, n / 100 do assert(broker:enqueue_batch(batch)) end end, probe)
     end,
     floor = function(n) wipe(); return run_floor("enqueue_batch", n, 100) end,
     minimal = min_side("min_enqueue_batch", false, 100) },
   { name = "dequeue+ack, 1 process", n = N1,
-    module = function(n) fill(n); return timed(n, function() drain_single(broker) end) end,
+    module = function(n, probe) fill(n); return timed(n, function() drain_single(broker) end, probe) end,
     floor = function(n) fill(n); return run_floor("claim_ack", n, 1) end,
     minimal = min_side("min_claim_ack", true, 1) },
   { name = "dequeue+ack, 2 processes", n = 2 * N1,
-    module = function(n)
+    module = function(n, probe)
       fill(n)
-      local rate = timed(n, function() in_workers(2, drain_single) end)
+      local rate = timed(n, function() in_workers(2, drain_single) end, probe)
       assert(completed_module_rows() == n)
       return rate
     end,
     floor = function(n) fill(n); return run_floor("claim_ack", n, 2) end,
     minimal = min_side("min_claim_ack", true, 2) },
   { name = "dequeue_batch(100)+ack_batch", n = NB,
-    module = function(n) fill(n); return timed(n, function() drain_batches(broker) end) end,
+    module = function(n, probe) fill(n); return timed(n, function() drain_batches(broker) end, probe) end,
     floor = function(n) fill(n); return run_floor("claim_ack_batch", n, 100) end,
     minimal = min_side("min_claim_ack_batch", true, 100) },
   { name = "ack_and_dequeue, 1 process", n = N1,
-    module = function(n) fill(n); return timed(n, function() drain_handoff(broker) end) end,
+    module = function(n, probe) fill(n); return timed(n, function() drain_handoff(broker) end, probe) end,
     floor = function(n) fill(n); return run_floor("claim_ack", n, 1) end,
     minimal = min_side("min_claim_ack", true, 1) },
   { name = "ack_batch_and_dequeue(100)", n = NB,
-    module = function(n) fill(n); return timed(n, function() drain_batch_handoff(broker) end) end,
+    module = function(n, probe) fill(n); return timed(n, function() drain_batch_handoff(broker) end, probe) end,
     floor = function(n) fill(n); return run_floor("claim_ack_batch", n, 100) end,
     minimal = min_side("min_claim_ack_batch", true, 100) },
 }
 
 print(("%-40s %10s %10s %6s %10s %6s"):format("operation (tasks/s)", "module", "floor", "ratio",
   "minimal", "ratio"))
+local per_task = {}
 for _, op in ipairs(ops) do
   local n = op.n
-  local r = measure({ op.module, op.floor, op.minimal }, n)
+  local r, per = measure({ op.module, op.floor, op.minimal }, n)
   rates[op.name] = r[1]
+  per_task[#per_task + 1] = { op.name, per[1], per[3] }
   print(("%-40s %10s %10s %6s %10s %6s"):format(op.name, num(r[1]), num(r[2]), ratio(r[1], r[2]),
     num(r[3]), ratio(r[1], r[3])))
   io.stdout:flush()
+end
+print()
+print("server work per task, module vs minimal (SHOW GLOBAL STATUS around the timed part):")
+print(("%-40s %17s %17s %17s"):format("operation", "redo bytes", "rows/entries read", "rows written"))
+for _, p in ipairs(per_task) do
+  local m, q = p[2] or {}, p[3] or {}
+  local function pair(k, fmt) return (fmt .. " / " .. fmt):format(m[k] or 0 / 0, q[k] or 0 / 0) end
+  print(("%-40s %17s %17s %17s"):format(p[1], pair("redo", "%.0f"), pair("reads", "%.1f"),
+    pair("writes", "%.1f")))
 end
 
 -- celers.worker, default settings, trivial handler: against the module's batch drain
