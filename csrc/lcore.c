@@ -9,6 +9,8 @@
 
 #include "auxiliar.h"
 #include "config.h"
+#include "connection.h"
+#include "lcodec.h"
 #include "lbroker.h"
 #include "lrows.h"
 #include "process.h"
@@ -347,12 +349,12 @@ static const luaL_Reg functions[] = {
     {NULL, NULL},
 };
 
-/* Frees libmariadb's process-wide state when the Lua state closes (before the loader
- * unloads this library), so valgrind shows nothing left behind. */
+/* Releases the client library when the Lua state closes (before the loader unloads this
+ * library); the last state to close frees its process-wide state. */
 static int library_gc(lua_State *L)
 {
     (void)L;
-    mysql_library_end();
+    ce_library_release();
     return 0;
 }
 
@@ -364,7 +366,7 @@ static void register_library_end(lua_State *L)
         return;
     }
     lua_pop(L, 1);
-    mysql_library_init(0, NULL, NULL);
+    ce_library_acquire();
     lua_newuserdata(L, 1);
     lua_newtable(L);
     lua_pushcfunction(L, library_gc);
@@ -380,6 +382,7 @@ int luaopen_celers_core(lua_State *L)
     aux_error_open(L);
     lua_newtable(L);
     luaL_setfuncs(L, functions, 0);
+    lcodec_open(L);
     lbroker_open(L);
     lua_setfield(L, -2, "broker_methods");
     lua_pushliteral(L, CELERS_VERSION);

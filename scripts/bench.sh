@@ -58,6 +58,10 @@ if ! scripts/db.sh status >/dev/null 2>&1; then
     scripts/db.sh start
 fi
 run "durable: private server in .db/, innodb_flush_log_at_trx_commit=1" "$(scripts/db.sh dsn)"
+echo
+echo "== JSON codec and table payloads (bench/json.lua), durable server"
+lua5.4 bench/json.lua
+make build LUA=luajit >/dev/null && LUA_CPATH="$ROOT/build/luajit/?.so;;" luajit bench/json.lua
 
 if [ "${BENCH_TMPFS:-1}" != 0 ] && [ -d /dev/shm ]; then
     TMPFS_DIR=$(mktemp -d /dev/shm/celers-bench.XXXXXX)
