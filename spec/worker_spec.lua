@@ -39,7 +39,7 @@ describe("celers.worker", function()
 
   it("runs handlers by task name in batches and acks what succeeded", function()
     local seen = {}
-    local w = new_worker { batch_size = 4, handlers = {
+    local w = new_worker { batch_size = 4, prefetch_window = false, handlers = {
       add = function(p, ctx)
         seen[#seen + 1] = ctx.task.id
         assert.equal(1, ctx.attempt)
@@ -58,7 +58,7 @@ describe("celers.worker", function()
   end)
 
   it("one task at a time: each claim acks the previous task in the same round trip", function()
-    local w = new_worker { handlers = { one = function(p) return p end } }
+    local w = new_worker { batch_size = 1, handlers = { one = function(p) return p end } }
     for i = 1, 5 do broker:enqueue("one", tostring(i)) end
     local counts = w:run { idle_exit = 0 }
     assert.equal(5, counts.succeeded)
@@ -66,7 +66,7 @@ describe("celers.worker", function()
     assert.equal(5, count("state = 'completed' AND completed_at IS NOT NULL"))
     -- stopping with max_tasks acks the last task too
     for i = 1, 3 do broker:enqueue("one", tostring(i)) end
-    counts = new_worker { handlers = { one = function(p) return p end } }:run { max_tasks = 2 }
+    counts = new_worker { batch_size = 1, handlers = { one = function(p) return p end } }:run { max_tasks = 2 }
     assert.equal(2, counts.succeeded)
     assert.equal(7, count("state = 'completed'"))
     assert.equal(1, count("state = 'pending'"))
@@ -152,7 +152,7 @@ describe("celers.worker", function()
   it("heartbeats between the tasks of a batch", function()
     local other = assert(celers.connect { dsn = dsn, recover_interval = 0 })
     local stolen = {}
-    local w = new_worker { lease = 0.9, batch_size = 3, handlers = {
+    local w = new_worker { lease = 0.9, batch_size = 3, prefetch_window = false, handlers = {
       step = function()
         core.sleep(0.5)
         stolen[#stolen + 1] = other:dequeue() or false

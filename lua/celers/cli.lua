@@ -467,11 +467,8 @@ function commands.worker(o)
   if n > 1 then
     local ok, pool = pcall(worker.pool, { processes = n, connect = copts, worker = wopts, run = run })
     if not ok then usage_error(tostring(pool):gsub("^.-: ", "", 1)) end
-    local exits = pool:run()
-    for _, e in ipairs(exits) do
-      if not (e.how == "exited" and e.code == 0) then return 1 end
-    end
-    return 0
+    local _, code = pool:run() -- how the pool stopped, not what crashed before
+    return code
   end
   wopts.connect = copts
   local ok, w, err = pcall(worker.new, wopts)
