@@ -72,6 +72,68 @@ describe("celers.worker", function()
     assert.equal(1, count("state = 'pending'"))
   end)
 
+  -- the real broker, with every method call counted
+  local function counting(b)
+    local calls = {}
+    return setmetatable({}, { __index = function(_, k)
+      local v = b[k]
+      if type(v) ~= "function" then return v end
+      return function(_, ...)
+        calls[k] = (calls[k] or 0) + 1
+        return v(b, ...)
+      end
+    end }), calls
+  end
+
+  it("by default settles in batches: 500 tasks cost a few claims and batched acks, never a single ack", function()
+    local batch = {}
+    for i = 1, 500 do batch[i] = { name = "t", payload = tostring(i) } end
+    assert(broker:enqueue_batch(batch))
+    local b, calls = counting(broker)
+    local counts = new_worker { broker = b, handlers = { t = function() return true end } }:run { idle_exit = 0 }
+    assert.equal(500, counts.succeeded)
+    assert.is_nil(calls.ack)
+    local claims = (calls.dequeue_batch or 0) + (calls.ack_batch_and_dequeue or 0)
+    local acks = (calls.ack_batch or 0) + (calls.ack_batch_and_dequeue or 0)
+    -- one claim of 1 to learn the pace, then claims of 100, and the empty one
+    assert.is_true(claims <= 8, claims)
+    assert.is_true(acks <= 8, acks)
+    assert.equal(500, count("state = 'completed' AND retry_count = 1"))
+  end)
+
+  it("acks a finished task before running a next one that would keep it waiting past ack_flush", function()
+    local ids, seen = {}, {}
+    for i = 1, 3 do ids[i] = broker:enqueue("slowish", tostring(i)) end
+    local w = new_worker { batch_size = 3, prefetch_window = false, handlers = {
+      slowish = function(p)
+        local i = tonumber(p)
+        -- what the database says of the tasks before this one, while this one runs
+        seen[i] = count("state = 'completed'")
+        require("celers.core").sleep(0.05)
+        return i
+      end,
+    } }
+    w:run { idle_exit = 0 }
+    assert.same({ 0, 1, 2 }, seen)
+    assert.equal(3, count("state = 'completed'"))
+  end)
+
+  it("slow handlers: a claim takes about prefetch_window seconds of work, not batch_size tasks", function()
+    for i = 1, 8 do broker:enqueue("slow", tostring(i)) end
+    local held = {}
+    local w = new_worker { prefetch_window = 0.25, handlers = {
+      slow = function()
+        held[#held + 1] = count("state = 'processing'")
+        require("celers.core").sleep(0.1)
+      end,
+    } }
+    w:run { idle_exit = 0 }
+    assert.equal(1, held[1]) -- the first claim takes one, to learn the pace
+    for _, n in ipairs(held) do assert.is_true(n <= 2, n) end
+    assert.is_true(w:claim_size() <= 2) -- 0.25 s of work at 0.1 s (and a client call) a task
+    assert.equal(8, count("state = 'completed'"))
+  end)
+
   it("sends unknown task names to the dead-letter queue with a clear error", function()
     local w = new_worker { handlers = { known = function() return true end } }
     local id = broker:enqueue("mystery", "x")

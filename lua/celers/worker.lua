@@ -118,11 +118,11 @@ end
 
 --- A new worker. Options:
 -- broker (an open broker) or connect (DSN string or connect options; the worker opens it),
--- queue, handlers, batch_size (32: the most tasks one claim takes), prefetch_window (0.2:
+-- queue, handlers, batch_size (100: the most tasks one claim takes), prefetch_window (0.2:
 -- a claim takes about as many tasks as the handlers finish in that many seconds, judged by
 -- their recent run time; false: always batch_size), ack_flush (0.005: seconds a finished
 -- task may wait for the batched ack while other tasks run), poll_min (0.005), poll_max
--- (0.04), poll_factor (2), lease (the broker's), heartbeat (seconds between automatic lease
+-- (0.03), poll_factor (2), lease (the broker's), heartbeat (seconds between automatic lease
 -- extensions; lease/3), retry (policy, preset name or options; default:
 -- retry.presets.default), store_results (false), result_ttl, worker_id, on_event(event,
 -- info), log(level, message) or false, report_every (seconds between rows written to the
@@ -134,7 +134,7 @@ function M.new(opts)
   end
   local w = setmetatable({}, Worker)
   w.handlers = normalize_handlers(opts.handlers or {})
-  w.batch_size = opt_number(opts, "batch_size", 32, 1)
+  w.batch_size = opt_number(opts, "batch_size", 100, 1)
   if math.floor(w.batch_size) ~= w.batch_size or w.batch_size > 10000 then
     error("worker.new: 'batch_size' must be an integer from 1 to 10000", 2)
   end
@@ -145,7 +145,7 @@ function M.new(opts)
   end
   w.ack_flush = opt_number(opts, "ack_flush", 0.005, 0)
   w.poll_min = opt_number(opts, "poll_min", 0.005)
-  w.poll_max = opt_number(opts, "poll_max", math.max(0.04, w.poll_min))
+  w.poll_max = opt_number(opts, "poll_max", math.max(0.03, w.poll_min))
   w.poll_factor = opt_number(opts, "poll_factor", 2, 1)
   if w.poll_max < w.poll_min then error("worker.new: 'poll_max' must be >= 'poll_min'", 2) end
   w.lease = opts.lease and opt_number(opts, "lease", nil, 0.001)
@@ -200,6 +200,7 @@ function M.new(opts)
   w.counts = { processed = 0, succeeded = 0, failed = 0, retried = 0, dead_lettered = 0,
                lost = 0, unknown = 0, polls = 0, empty_polls = 0, db_errors = 0 }
   w.in_hand = {}
+  w.heartbeat_next = 0 -- no task in hand is due for a lease extension before this time
   w.done = {}       -- finished tasks waiting for the batched ack: { task=, result= }
   w.done_since = 0  -- when the oldest of them finished
   w.unsettled = {}  -- failed tasks whose retry/reject did not reach the database
@@ -275,14 +276,20 @@ end
 -- are dropped from the hand.
 function Worker:_heartbeat(force)
   local now = core.monotonic()
+  if not force and now < self.heartbeat_next then return true end
   local due, at = {}, {}
+  local next_due = math.huge
   for i, h in ipairs(self.in_hand) do
     local every = self.heartbeat_every or self:_lease_of(h.task) / 3
     if force or now - h.touched >= every then
       due[#due + 1] = h.task
       at[#at + 1] = i
+      next_due = math.min(next_due, now + every)
+    else
+      next_due = math.min(next_due, h.touched + every)
     end
   end
+  self.heartbeat_next = next_due
   if #due == 0 then return true end
   -- nil seconds: each task's own timeout, else the broker's lease
   local n, held = self.broker:touch_batch(due, self.lease)
@@ -581,12 +588,16 @@ function Worker:step(n)
     hand[i] = order[i]
   end
   self.in_hand = hand -- what ctx:heartbeat() and the heartbeat between tasks extend
+  self.heartbeat_next = 0
   for _, entry in ipairs(order) do
     if not entry.lost then
       self:_heartbeat(false)
       if not entry.lost then self:process(entry.task, entry) end
-      for i = #hand, 1, -1 do
-        if hand[i] == entry then table.remove(hand, i) end
+      for i = 1, #hand do
+        if hand[i] == entry then
+          table.remove(hand, i)
+          break
+        end
       end
       -- the completer: acks wait for the next claim, unless running the next task would
       -- make them wait longer than ack_flush (judged by the handlers' recent run time)
