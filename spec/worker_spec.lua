@@ -172,6 +172,20 @@ describe("celers.worker", function()
       "SELECT error_message FROM celers_dead_letter_queue WHERE task_id = " .. q(id)), 1, true)
   end)
 
+  it("decorrelated jitter grows with the attempt inside a worker", function()
+    -- every draw at the top of its range: retries wait 1.5, 4.5, 13.5, 30, 30 ... s
+    local w = new_worker {
+      retry = retry.presets.network:with { random = function() return 1 end },
+      handlers = { flaky = function() error("upstream down") end },
+    }
+    local id = broker:enqueue("flaky", "p", { max_retries = 10 })
+    helper.query(dsn, "UPDATE celers_tasks SET retry_count = 2 WHERE id = " .. q(id)) -- third attempt next
+    w:run { idle_exit = 0 }
+    assert.equal("3", scalar("SELECT retry_count FROM celers_tasks WHERE id = " .. q(id)))
+    assert.equal("1", scalar("SELECT scheduled_at > NOW(6) + INTERVAL 12 SECOND AND scheduled_at < "
+      .. "NOW(6) + INTERVAL 14 SECOND FROM celers_tasks WHERE id = " .. q(id)))
+  end)
+
   it("dead-letters at once when the policy refuses (non-retryable error or per-handler policy)", function()
     local w = new_worker { handlers = {
       fatal = function() error({ code = "bad_input", message = "cannot parse", retryable = false }) end,
