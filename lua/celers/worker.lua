@@ -292,7 +292,13 @@ function Worker:_heartbeat(force)
   self.heartbeat_next = next_due
   if #due == 0 then return true end
   -- nil seconds: each task's own timeout, else the broker's lease
-  local n, held = self.broker:touch_batch(due, self.lease)
+  local n, held
+  if #due == 1 then -- one pair is no range for the optimizer: touch_batch would scan
+    local ok, err = self.broker:touch(due[1], self.lease)
+    if ok == nil then n, held = nil, err else n, held = ok and 1 or 0, { ok } end
+  else
+    n, held = self.broker:touch_batch(due, self.lease)
+  end
   if not n then
     self.log("warn", "heartbeat failed: " .. tostring(held))
     return true
@@ -461,7 +467,15 @@ function Worker:flush()
   if not self:_settle_kept() then return nil, "settling failed tasks failed" end
   local done = self.done
   if #done == 0 then return true end
-  local n, err = self.broker:ack_batch(tasks_of(done))
+  local n, err
+  if #done == 1 then
+    -- a list of one pair is no range for the optimizer: ack_batch would scan the table
+    local ok
+    ok, err = self.broker:ack(done[1].task)
+    if ok ~= nil then n = ok and 1 or 0 end
+  else
+    n, err = self.broker:ack_batch(tasks_of(done))
+  end
   if not n then return self:_db_failed("acking " .. #done .. " finished tasks", err) end
   self.done = {}
   self:_acked(done, n)
@@ -792,8 +806,20 @@ function Pool:_child(index)
     if not wopts.worker_id then
       wopts.worker_id = ("%s:%d:w%d"):format(core.hostname(), core.getpid(), index)
     end
+    -- a database that is down (restarting) is waited for, not a crash
     local w, werr = M.new(wopts)
-    if not w then error(werr, 0) end
+    local pause = PAUSE_MIN
+    while not w and type(werr) == "table" and werr.retryable and not core.stop_signal() do
+      io.stderr:write(("celers pool: worker %d (pid %d) cannot connect yet (%s); trying again in %.2fs\n"):format(
+        index, core.getpid(), tostring(werr), pause))
+      core.sleep(pause)
+      pause = math.min(PAUSE_MAX, pause * 2)
+      w, werr = M.new(wopts)
+    end
+    if not w then
+      if core.stop_signal() then return end -- stopped while waiting: nothing in hand
+      error(werr, 0)
+    end
     local run_opts = {}
     for k, v in pairs(self.run_opts) do run_opts[k] = v end
     run_opts.trap_signals = false
