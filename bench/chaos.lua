@@ -183,6 +183,12 @@ say("workers SIGKILLed %d, mariadbd SIGKILLed %d, clean server restarts %d", kil
 say("tasks %d: completed %d, dead-lettered %d, pending/processing %d, lost %d, completed without a run %d",
   #ids, completed, dlq, held, lost, unrun)
 say("ran more than once: %d tasks (at most %d runs of one task); worker log: %s", twice, most, log)
+-- workers that ended on their own (not by our SIGKILL): a database error must not do that
+local crashes = 0
+for line in io.lines(log) do
+  if line:find("exited with code [1-9]") then crashes = crashes + 1 end
+end
+say("worker processes that exited with an error (not killed by the driver): %d", crashes)
 local ok = lost == 0 and held == 0 and unrun == 0 and completed + dlq == #ids
 say(ok and "OK: nothing lost" or "FAILED: tasks were lost")
 os.exit(ok and 0 or 1)
