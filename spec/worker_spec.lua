@@ -101,8 +101,8 @@ describe("celers.worker", function()
   end)
 
   it("acks a finished task before running a next one that would keep it waiting past ack_flush", function()
-    local ids, seen = {}, {}
-    for i = 1, 3 do ids[i] = broker:enqueue("slowish", tostring(i)) end
+    local seen = {}
+    for i = 1, 3 do assert(broker:enqueue("slowish", tostring(i))) end
     local w = new_worker { batch_size = 3, prefetch_window = false, handlers = {
       slowish = function(p)
         local i = tonumber(p)

@@ -102,8 +102,7 @@ describe("celers.worker survives the database", function()
       return
     end
     local b = assert(celers.connect(dsn))
-    local ids = {}
-    for i = 1, 200 do ids[i] = assert(b:enqueue("work", { ms = 10, i = i })) end
+    for i = 1, 200 do assert(b:enqueue("work", { ms = 10, i = i })) end
     local h = proc.spawn(helper.root .. "/spec/fixtures/worker_child.lua", { dsn, "survive" })
     local pid = assert(proc.pid(h))
     local db_sh = helper.shell_quote(helper.root .. "/scripts/db.sh")
@@ -116,7 +115,7 @@ describe("celers.worker survives the database", function()
       proc.sleep(3)
       assert.is_true(alive(h), proc.output(h))
       assert.equal(0, (proc.run(db_sh .. " start")))
-      for i = 201, 250 do ids[i] = assert(b:enqueue("work", { ms = 1, i = i })) end
+      for i = 201, 250 do assert(b:enqueue("work", { ms = 1, i = i })) end
       assert.truthy(proc.wait_for(function() return count("state = 'completed'") == 250 end, 60, 0.2),
         proc.output(h))
       assert.is_true(alive(h), proc.output(h))
