@@ -74,11 +74,11 @@ Stops gracefully on SIGTERM or SIGINT (finishes the tasks in hand, exits 0).
 
 Options:
   --concurrency N     run N worker processes (a pool that restarts dead workers)
-  --batch N           tasks claimed at once (default 1)
+  --batch N           most tasks claimed at once (default 100; fewer for slow handlers)
   --lease SECONDS     lease of a claim (default: the DSN's, 300)
   --max-tasks N       exit after N tasks (per process)
   --idle-exit SECONDS exit after being idle that long
-  --poll-max SECONDS  longest sleep between polls when idle (default 2)
+  --poll-max SECONDS  longest sleep between polls when idle (default 0.03)
   --store-results     store handler return values (celers_results)]],
   schedule = [[
 Usage: celers schedule FILE [options]
