@@ -62,8 +62,8 @@ describe("failure model", function()
       local b = assert(celers.connect(dsn))
       for _, case in ipairs{
          { op = "state = 'completed'", call = function(t) return b:ack(t) end, want = "completed" },
-         { op = "SET state = 'pending'", call = function(t) return b:retry(t, 60, "e") end, want = "pending" },
-         { op = "SET state = 'pending'", call = function(t) return b:reject(t, { error = "e" }) end, want = "pending" },
+         { op = "'scheduled', 'pending')", call = function(t) return b:retry(t, 60, "e") end, want = "scheduled" },
+         { op = "'scheduled', 'pending')", call = function(t) return b:reject(t, { error = "e" }) end, want = "scheduled" },
       } do
          local id = assert(b:enqueue("k", "x", { max_retries = 5 }))
          local t = assert(b:dequeue())
