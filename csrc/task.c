@@ -330,7 +330,7 @@ static int completed_pairs(ce_conn *c, const ce_task_ref *refs, size_t n, unsign
                            ce_error *err)
 {
     char *sql = pairs_sql(ACKED_PAIRS, n);
-    ce_param *p = malloc(sizeof *p * bucket(n) * 2);
+    ce_param *p = malloc(sizeof *p * pair_bucket(n) * 2);
     long long done = 0;
     int rc;
     if (!sql || !p) {
