@@ -1,10 +1,16 @@
 /* The dead-letter queue of one queue: list, requeue, purge (admin.h). */
 #include "admin.h"
 
+/* The task's metadata as it was: without the _celers_origin key that sql/024 adds for the
+ * Rust broker's requeue (and NULL when the task had none). */
+#define DLQ_METADATA                                                                               \
+    "IF(JSON_UNQUOTE(JSON_EXTRACT(metadata, '$._celers_origin.metadata_null')) = '1', NULL, "      \
+    "JSON_REMOVE(metadata, '$._celers_origin'))"
+
 static const char SQL_LIST[] =
     "SELECT id, task_id, task_name, payload, payload_type, retry_count, max_retries, priority, "
     "queue, error_message, " CE_EPOCH("failed_at") ", " CE_EPOCH(
-        "created_at") ", metadata "
+        "created_at") ", " DLQ_METADATA " "
                       "FROM celers_dead_letter_queue WHERE queue = ? ORDER BY failed_at, id LIMIT "
                       "? OFFSET ?";
 

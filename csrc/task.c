@@ -58,7 +58,7 @@ static const char SQL_RETRY[] =
     "UPDATE celers_tasks SET state = 'pending', scheduled_at = DATE_ADD(NOW(6), INTERVAL "
     "ROUND(1000000 * COALESCE(?, LEAST(?, ? * POW(?, LEAST(GREATEST(retry_count - 1, 0), 64))))) "
     "MICROSECOND), error_message = COALESCE(?, error_message), worker_id = NULL, "
-    "claim_id = NULL, lease_expires_at = NULL WHERE " FENCE " AND retry_count <= max_retries";
+    "claim_id = NULL, lease_expires_at = NULL WHERE " FENCE " AND retry_count < max_retries";
 
 static const char SQL_LOCK_HELD[] = "SELECT id FROM celers_tasks WHERE " FENCE " FOR UPDATE";
 
@@ -86,10 +86,10 @@ static const char SQL_CANCEL[] =
 static const char SQL_RECOVER[] =
     "UPDATE celers_tasks SET state = 'pending', worker_id = NULL, claim_id = NULL, "
     "lease_expires_at = NULL, error_message = 'lease expired' WHERE " OVERDUE
-    " AND retry_count <= max_retries";
+    " AND retry_count < max_retries";
 
 static const char SQL_OVERDUE_SPENT[] =
-    "SELECT id FROM celers_tasks WHERE " OVERDUE " AND retry_count > max_retries "
+    "SELECT id FROM celers_tasks WHERE " OVERDUE " AND retry_count >= max_retries "
     "LIMIT "
     "100"
     " FOR UPDATE SKIP LOCKED";

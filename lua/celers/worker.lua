@@ -320,7 +320,7 @@ function Worker:_failed(task, handler, err)
   local policy = handler.retry or self.retry
   local attempt = task.retry_count or 1
   local settled, outcome, serr
-  if policy:should_retry(attempt, err) and attempt <= (task.max_retries or 0) then
+  if policy:should_retry(attempt, err) and attempt < (task.max_retries or 1) then
     local delay = policy:delay(attempt)
     settled, outcome = b:retry(task, delay, msg)
     if settled then
