@@ -64,7 +64,7 @@ describe("dead-letter queue", function()
     assert.not_equals(old, id)
     assert.equals(0, dlq_count())
     local r = helper.query(dsn, "SELECT task_name, payload, payload_type, priority, retry_count, max_retries, "
-      .. "queue, state, metadata, scheduled_at <= NOW(6) FROM celers_tasks WHERE id = " .. q(id))[1]
+      .. "queue, state, JSON_COMPACT(metadata), scheduled_at <= NOW(6) FROM celers_tasks WHERE id = " .. q(id))[1]
     assert.same({ "again", '{"k":2}', "json", "7", "0", "0", "da", "pending", '{"m":1}', "1" }, r)
     local t = assert(a:dequeue())
     assert.equals(id, t.id)

@@ -89,7 +89,7 @@ describe("celers.worker", function()
       retry = { strategy = "fixed", base = 30, max_attempts = 10 },
       handlers = { flaky = function() calls = calls + 1; error("flaky failure " .. calls) end },
     }
-    local id = broker:enqueue("flaky", "p", { max_retries = 2 })
+    local id = broker:enqueue("flaky", "p", { max_retries = 3 })
     w:run { idle_exit = 0 }
     assert.equal(1, calls)
     -- back to pending, 30 s out (the policy), with the error kept
@@ -98,7 +98,7 @@ describe("celers.worker", function()
       .. "NOW(6) + INTERVAL 35 SECOND FROM celers_tasks WHERE id = " .. q(id)))
     assert.matches("flaky failure 1",
       scalar("SELECT error_message FROM celers_tasks WHERE id = " .. q(id)), 1, true)
-    -- make it due again twice: attempts 2 and 3 (max_retries = 2) then the DLQ
+    -- make it due again twice: attempts 2 and 3 (max_retries = 3 attempts) then the DLQ
     for attempt = 2, 3 do
       helper.query(dsn, "UPDATE celers_tasks SET scheduled_at = NOW(6) WHERE id = " .. q(id))
       w:run { idle_exit = 0 }
