@@ -7,7 +7,19 @@
 -- * otherwise the queue is metadata.queue (where the Rust broker records it), else 'default';
 --   the payload type is 'raw' (Rust payloads are bytes); a Rust metadata.timeout_secs becomes
 --   the task's lease (timeout_seconds) unless one was given.
--- Inserts that set these columns (all of ours) keep them as given.
+-- Inserts that set these columns (all of ours) keep them as given. Rows the Rust broker wrote
+-- before this migration (tasks and dead-letter entries: their metadata has a string
+-- `enqueued_at`) move to the queue their metadata names.
+UPDATE celers_tasks SET queue = JSON_UNQUOTE(JSON_EXTRACT(metadata, '$.queue'))
+ WHERE queue = 'default' AND JSON_TYPE(JSON_EXTRACT(metadata, '$.enqueued_at')) = 'STRING'
+   AND JSON_TYPE(JSON_EXTRACT(metadata, '$.queue')) = 'STRING'
+   AND CHAR_LENGTH(JSON_UNQUOTE(JSON_EXTRACT(metadata, '$.queue'))) > 0;
+
+UPDATE celers_dead_letter_queue SET queue = JSON_UNQUOTE(JSON_EXTRACT(metadata, '$.queue'))
+ WHERE queue = 'default' AND JSON_TYPE(JSON_EXTRACT(metadata, '$.enqueued_at')) = 'STRING'
+   AND JSON_TYPE(JSON_EXTRACT(metadata, '$.queue')) = 'STRING'
+   AND CHAR_LENGTH(JSON_UNQUOTE(JSON_EXTRACT(metadata, '$.queue'))) > 0;
+
 DROP TRIGGER IF EXISTS celers_tasks_fill_ours;
 
 DELIMITER //
