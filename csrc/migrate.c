@@ -27,10 +27,9 @@ static const char SQL_RENAME_OURS[] =
     "UPDATE celers_migrations SET version = CONCAT('lua-', version) WHERE (version, name) IN "
     "(('004', 'queues_and_leases'), ('005', 'queue_pauses'), ('006', 'recurring_runs'), "
     "('007', 'worker_heartbeats'), ('008', 'admin'), ('010', 'ack_and_claim'))";
-// clang-format on
 static const char SQL_LIST[] =
-    "SELECT version, name, " CE_EPOCH("applied_at") " FROM "
-                                                    "celers_migrations ORDER BY version";
+    "SELECT version, name, " CE_EPOCH("applied_at") " FROM celers_migrations ORDER BY version";
+// clang-format on
 
 /* Run each statement of a migration. A statement ends with the delimiter (';' unless a
  * "DELIMITER x" line, as in the mariadb client, changed it) at the end of a line. Lines that
@@ -129,12 +128,7 @@ int ce_migrate(ce_conn *c, int *applied, ce_error *err)
     return ce_conn_run(c, CE_REPEAT, migrate_op, applied, err);
 }
 
-static int list_op(ce_conn *c, void *ctx, ce_error *err)
-{
-    return ce_exec(c, SQL_LIST, NULL, 0, ctx, NULL, err);
-}
-
 int ce_list_migrations(ce_conn *c, ce_rows *out, ce_error *err)
 {
-    return ce_conn_run(c, CE_REPEAT, list_op, out, err);
+    return ce_run(c, CE_REPEAT, SQL_LIST, NULL, 0, out, NULL, err);
 }
