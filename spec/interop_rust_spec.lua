@@ -1,7 +1,7 @@
 -- One database, two brokers: celers-broker-sql 0.2 (Rust, CeleRS) and this one (issue 10).
 -- spec/rust_broker.lua plays the Rust broker with its own schema and statements; every case
 -- runs on a database the Rust broker created (then upgraded by migrate()) and on one we created.
--- luacheck: max line length 140
+-- luacheck: max line length 150
 local helper = require "spec.helper"
 local rust = require "spec.rust_broker"
 local celers = require "celers"
@@ -281,6 +281,7 @@ describe("interop with celers-broker-sql 0.2 (Rust):", function()
             -- max_retries 0 still gets its one attempt, on either side
             id = assert(b:enqueue("once", "p", { max_retries = 0 }))
             t = assert(b:dequeue())
+            assert.equal(id, t.id)
             assert.same({ true, "dead_letter" }, { b:reject(t, { delay = 0 }) })
             rid = rust.enqueue(dsn, { name = "once", payload = "r", max_retries = 0 })
             assert.equal(rid, assert(rust.claim(dsn, nil, 3)).id)
@@ -346,8 +347,7 @@ describe("interop with celers-broker-sql 0.2 (Rust):", function()
          end)
 
          it("reject to failed, statistics and a Rust claim's missing lease read the same on both sides", function()
-            local ids = {}
-            for i = 1, 4 do ids[i] = assert(b:enqueue("s" .. i, "p")) end
+            for i = 1, 4 do assert(b:enqueue("s" .. i, "p")) end
             rust.enqueue(dsn, { name = "r", payload = "p" })
             local failed = assert(rust.claim(dsn, nil, 3))
             assert.equal("failed", rust.reject(dsn, failed.id, false))

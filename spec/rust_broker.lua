@@ -7,7 +7,7 @@
 -- clause order MariaDB needs: LIMIT before FOR UPDATE SKIP LOCKED. Where the crate reads a row
 -- and then binds its values into the next statement, the values travel in user variables of
 -- the same session (SELECT ... INTO @v), so a claim is still one transaction.
--- luacheck: max line length 120
+-- luacheck: max line length 130
 local helper = require "spec.helper"
 
 local rust = {}
