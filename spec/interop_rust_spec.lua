@@ -309,6 +309,14 @@ describe("interop with celers-broker-sql 0.2 (Rust):", function()
             assert.same({ who = "lua" }, listed[id].metadata)
             assert.is_nil(listed[plain].metadata)
             assert.same({ rows = { 1, 2, 3 } }, listed[id].payload)
+            -- a row inserted again as it is (a restored backup) keeps what it carries
+            helper.query(dsn, "CREATE TEMPORARY TABLE copied AS SELECT * FROM celers_dead_letter_queue WHERE task_id = "
+               .. q(plain) .. "; UPDATE copied SET id = UUID(), task_id = 'copy'; "
+               .. "INSERT INTO celers_dead_letter_queue SELECT * FROM copied")
+            listed = {}
+            for _, e in ipairs(reports:list_dlq()) do listed[e.task_id] = e end
+            assert.is_nil(listed.copy.metadata)
+            helper.query(dsn, "DELETE FROM celers_dead_letter_queue WHERE task_id = 'copy'")
             local there = {}
             for _, e in ipairs(rust.list_dlq(dsn)) do there[e.task_id] = e end
             assert.equal("report", there[id].task_name)

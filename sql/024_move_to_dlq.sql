@@ -14,7 +14,9 @@ DROP TRIGGER IF EXISTS celers_dlq_keep_origin;
 DELIMITER //
 CREATE TRIGGER celers_dlq_keep_origin BEFORE INSERT ON celers_dead_letter_queue FOR EACH ROW
 BEGIN
-    IF NEW.metadata IS NULL OR JSON_TYPE(NEW.metadata) = 'OBJECT' THEN
+    -- (a row that has it already, from a restored backup say, keeps it as it is)
+    IF NEW.metadata IS NULL OR (JSON_TYPE(NEW.metadata) = 'OBJECT'
+                                AND JSON_EXTRACT(NEW.metadata, '$._celers_origin') IS NULL) THEN
         SET NEW.metadata = JSON_SET(COALESCE(NEW.metadata, JSON_OBJECT()), '$._celers_origin',
             JSON_OBJECT('queue', NEW.queue, 'payload_type', NEW.payload_type,
                         'metadata_null', IF(NEW.metadata IS NULL, 1, 0)));
