@@ -112,6 +112,12 @@ describe("interop with celers-broker-sql 0.2 (Rust):", function()
          helper.query(dsn, "DELETE FROM celers_migrations WHERE version >= 'lua-011'; "
             .. "UPDATE celers_migrations SET version = SUBSTRING(version, 5) WHERE version LIKE 'lua-%'")
          assert.same({}, rust.migrate(dsn)) -- what it did then: 006-008 looked done
+         -- rows written then: ours allowed max_retries retries after the first attempt
+         local ours = assert(b:enqueue("old", "p", { max_retries = 3 }))
+         local theirs = rust.enqueue(dsn, { name = "old", payload = "p", max_retries = 3 })
+         local graveyard = b:with_queue("graveyard")
+         local dead = assert(graveyard:enqueue("old_dead", "p", { max_retries = 1 }))
+         assert.is_true(graveyard:reject(assert(graveyard:dequeue()), { requeue = false }))
          local later = {}
          for _, v in ipairs(our_versions()) do
             if v > "lua-011" then later[#later + 1] = v end
@@ -123,6 +129,12 @@ describe("interop with celers-broker-sql 0.2 (Rust):", function()
                .. "AND version LIKE 'lua-%' ORDER BY version")) do out[#out + 1] = r[1] end
             return out
          end)())
+         -- the same number of attempts as before: one more for ours, the Rust row as it was; once
+         assert.equal("4", one(dsn, "SELECT max_retries FROM celers_tasks WHERE id = " .. q(ours)))
+         assert.equal("3", one(dsn, "SELECT max_retries FROM celers_tasks WHERE id = " .. q(theirs)))
+         assert.equal("2", one(dsn, "SELECT max_retries FROM celers_dead_letter_queue WHERE task_id = " .. q(dead)))
+         assert.same({}, b:migrate())
+         assert.equal("4", one(dsn, "SELECT max_retries FROM celers_tasks WHERE id = " .. q(ours)))
          -- now the Rust broker gets its own 006-008
          assert.same({ "006", "007", "008" }, rust.migrate(dsn))
          b:close()
