@@ -57,6 +57,19 @@ describe("celers.worker", function()
     assert.equal(0, count("state <> 'completed'"))
   end)
 
+  it("a failed ack_and_dequeue is a failed claim, not a task to run", function()
+    local w = new_worker { batch_size = 1, handlers = { t = function() return true end } }
+    broker:enqueue("t", "x")
+    helper.query(dsn, "RENAME TABLE celers_queue_pauses TO celers_queue_pauses_away")
+    local ok, got, err = pcall(w.step, w, 1)
+    helper.query(dsn, "RENAME TABLE celers_queue_pauses_away TO celers_queue_pauses")
+    assert.is_true(ok, got)
+    assert.is_nil(got)
+    assert.equal("sql", err.code)
+    assert.equal(0, w.counts.processed)
+    assert.equal(1, count("state = 'pending'"))
+  end)
+
   it("one task at a time: each claim acks the previous task in the same round trip", function()
     local w = new_worker { handlers = { one = function(p) return p end } }
     for i = 1, 5 do broker:enqueue("one", tostring(i)) end

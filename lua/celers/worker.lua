@@ -417,7 +417,7 @@ function Worker:step(n)
     self._pending_ack = nil
     local acked, t = b:ack_and_dequeue(prev and prev.task or nil, dq_opts)
     if acked == nil then
-      err = t
+      err, t = t, nil -- t was the error, not a task
       if prev then self:_acked(prev.task, prev.result, b:ack(prev.task)) end -- fenced: never twice
     elseif prev then
       self:_acked(prev.task, prev.result, acked)
