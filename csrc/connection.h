@@ -40,7 +40,16 @@ typedef struct ce_conn {
         char queue[256];
         double at;            /* monotonic seconds */
     } sweeps[CE_SWEEP_SLOTS]; /* last lease sweep per queue (see task.c) */
+    struct {
+        char queue[256];
+        double at;            /* monotonic seconds */
+    } stages[CE_SWEEP_SLOTS]; /* last staging step per queue (see staging.c) */
 } ce_conn;
+
+/* The client library's process-wide state, counted: the first acquire initialises it, the
+ * last release frees it. Several Lua states (nginx's thread-pool VMs) may each hold it. */
+void ce_library_acquire(void);
+void ce_library_release(void);
 
 /* Connect with cfg (copied). Returns NULL and fills err on failure. */
 ce_conn *ce_conn_open(const ce_config *cfg, ce_error *err);
