@@ -1,4 +1,4 @@
--- celers_ack_and_claim (010) again, its text parameters and variables declared with the shared
+-- celers_ack_and_claim (017) again, its text parameters and variables declared with the shared
 -- columns' collation (020). Declared with only CHARACTER SET utf8mb4 they take the character
 -- set's default collation (utf8mb4_general_ci on MariaDB 10.x, another on MySQL 8 and MariaDB
 -- 11), and `id = p_ack_id` against a utf8mb4_unicode_ci column is an "Illegal mix of
@@ -26,6 +26,7 @@ BEGIN
         RESIGNAL;
     END;
 
+    START TRANSACTION;
     IF p_ack_id IS NOT NULL THEN
         UPDATE celers_tasks
            SET state = 'completed', completed_at = NOW(6), lease_expires_at = NULL
@@ -34,12 +35,11 @@ BEGIN
         SET v_acked = ROW_COUNT();
     END IF;
 
-    START TRANSACTION;
     SELECT id, NOW(6) INTO v_id, v_now
-      FROM celers_tasks
+      FROM celers_tasks FORCE INDEX (idx_celers_tasks_claim)
      WHERE queue = p_queue AND state = 'pending' AND scheduled_at <= NOW(6)
        AND NOT EXISTS (SELECT 1 FROM celers_queue_pauses WHERE queue = p_queue)
-     ORDER BY priority DESC, scheduled_at, id
+     ORDER BY claim_rank, scheduled_at, id
      LIMIT 1 FOR UPDATE SKIP LOCKED;
     IF v_id IS NOT NULL THEN
         UPDATE celers_tasks
