@@ -284,7 +284,7 @@ static int archive_results(lua_State *L)
 
 static void push_dlq_row(lua_State *L, const ce_rows *rows, unsigned int r)
 {
-    lua_createtable(L, 0, 15);
+    lua_createtable(L, 0, 19);
     lrows_set_string(L, CE_CELL(rows, r, CE_D_ID), "id");
     lrows_set_string(L, CE_CELL(rows, r, CE_D_TASK_ID), "task_id");
     lrows_set_string(L, CE_CELL(rows, r, CE_D_NAME), "name");
@@ -297,6 +297,10 @@ static void push_dlq_row(lua_State *L, const ce_rows *rows, unsigned int r)
     lrows_set_number(L, CE_CELL(rows, r, CE_D_FAILED_AT), "failed_at");
     lrows_set_number(L, CE_CELL(rows, r, CE_D_CREATED_AT), "created_at");
     lrows_set_json(L, CE_CELL(rows, r, CE_D_METADATA), "metadata");
+    lrows_set_number(L, CE_CELL(rows, r, CE_D_TIMEOUT), "timeout");
+    lrows_set_string(L, CE_CELL(rows, r, CE_D_IDEMPOTENCY_KEY), "idempotency_key");
+    lrows_set_string(L, CE_CELL(rows, r, CE_D_WORKER_ID), "worker_id");
+    lrows_set_number(L, CE_CELL(rows, r, CE_D_STARTED_AT), "started_at");
 }
 
 static int list_dlq(lua_State *L)

@@ -25,6 +25,15 @@ static ce_task_ref read_ref(lua_State *L, int idx, const char *fn)
 
 /* ---- dequeue ------------------------------------------------------------------------- */
 
+/* Count what the claim's lease sweep moved to the dead-letter queue. Called right after
+ * the core call, before any Lua call that could close the connection. */
+static void count_swept(lua_State *L, ce_conn *c)
+{
+    unsigned long long n = c->swept_dead;
+    c->swept_dead = 0;
+    if (n) lbroker_count(L, "dead_lettered", (lua_Number)n);
+}
+
 /* lease < 0: the connection's default. */
 static int claim(lua_State *L, lbroker *b, const char *fn, unsigned int n, const char *worker,
                  double lease, int as_list)
@@ -32,9 +41,10 @@ static int claim(lua_State *L, lbroker *b, const char *fn, unsigned int n, const
     ce_rows rows = {0};
     ce_error err;
     ce_conn *c = lbroker_conn(L, b, fn);
-    if (ce_claim(c, b->queue, n, worker ? worker : b->worker_id, lease < 0 ? c->cfg.lease : lease,
-                 &rows, &err) < 0)
-        return aux_push_error(L, &err);
+    int rc = ce_claim(c, b->queue, n, worker ? worker : b->worker_id,
+                      lease < 0 ? c->cfg.lease : lease, &rows, &err);
+    count_swept(L, c);
+    if (rc < 0) return aux_push_error(L, &err);
     if (!as_list) {
         if (rows.nrows == 0)
             lua_pushnil(L);
@@ -104,16 +114,17 @@ static int broker_ack_and_dequeue(lua_State *L)
     ce_task_ref prev = {NULL, NULL};
     const char *worker;
     double lease;
-    int acked = 0;
+    int acked = 0, rc;
     ce_rows rows = {0};
     ce_error err;
     ce_conn *c;
     if (!lua_isnoneornil(L, 2)) prev = read_ref(L, 2, fn);
     read_dequeue_opts(L, 3, fn, &worker, &lease);
     c = lbroker_conn(L, b, fn);
-    if (ce_ack_and_claim(c, b->queue, prev, worker ? worker : b->worker_id,
-                         lease < 0 ? c->cfg.lease : lease, &acked, &rows, &err) < 0)
-        return aux_push_error(L, &err);
+    rc = ce_ack_and_claim(c, b->queue, prev, worker ? worker : b->worker_id,
+                          lease < 0 ? c->cfg.lease : lease, &acked, &rows, &err);
+    count_swept(L, c);
+    if (rc < 0) return aux_push_error(L, &err);
     if (acked) lbroker_count(L, "acked", 1);
     lua_pushboolean(L, acked);
     if (rows.nrows)

@@ -18,15 +18,6 @@ static void count_by_type(lua_State *L, const char *name, lua_Number n)
     lua_pop(L, 3);
 }
 
-/* How many tasks from i on share task i's name (batches are usually one kind). */
-static lua_Number count_run(const ce_task_spec *specs, size_t n, size_t i)
-{
-    size_t j = i + 1;
-    while (j < n && specs[j].name && specs[i].name && strcmp(specs[j].name, specs[i].name) == 0)
-        j++;
-    return (lua_Number)(j - i);
-}
-
 /* ---- reading tasks to enqueue -------------------------------------------------------- */
 
 /* Payload at idx: a string as is, a table as JSON (string pushed onto the stack). */
@@ -202,6 +193,7 @@ static int broker_enqueue_batch(lua_State *L)
     size_t n;
     ce_task_spec *specs;
     char(*ids)[CE_UUID_LEN + 1];
+    unsigned char *created;
     unsigned long long inserted = 0;
     int skip = 0, anchor;
     ce_error err;
@@ -216,6 +208,7 @@ static int broker_enqueue_batch(lua_State *L)
     /* Userdata, not malloc: a Lua error while reading items must not leak them. */
     specs = lua_newuserdata(L, sizeof *specs * (n ? n : 1));
     ids = lua_newuserdata(L, sizeof *ids * (n ? n : 1));
+    created = lua_newuserdata(L, n ? n : 1);
     lua_newtable(L); /* anchors encoded payloads and metadata */
     anchor = lua_gettop(L);
     for (size_t i = 0; i < n; i++) {
@@ -237,8 +230,8 @@ static int broker_enqueue_batch(lua_State *L)
         }
         lua_pop(L, 1); /* item */
     }
-    if (ce_enqueue_batch(lbroker_conn(L, b, fn), b->queue, specs, n, skip, ids, &inserted, &err) <
-        0)
+    if (ce_enqueue_batch(lbroker_conn(L, b, fn), b->queue, specs, n, skip, ids, &inserted, created,
+                         &err) < 0)
         return aux_push_error(L, &err);
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
@@ -246,14 +239,13 @@ static int broker_enqueue_batch(lua_State *L)
         lua_rawseti(L, -2, (int)i + 1);
     }
     lbroker_count(L, "enqueued", (lua_Number)inserted);
-    if (inserted == n) {
-        const char *prev = NULL;
-        for (size_t i = 0; i < n; i++) {
-            const char *name = specs[i].name;
-            if (name && (!prev || strcmp(name, prev) != 0))
-                count_by_type(L, name, count_run(specs, n, i));
-            prev = name;
-        }
+    for (size_t i = 0; i < n; i++) {
+        size_t run = 0, j = i;
+        /* runs of one name in one counter update: batches are usually one kind */
+        for (; j < n && strcmp(specs[j].name, specs[i].name) == 0; j++)
+            run += created[j];
+        if (run) count_by_type(L, specs[i].name, (lua_Number)run);
+        i = j - 1;
     }
     lua_pushinteger(L, (lua_Integer)inserted);
     return 2;
