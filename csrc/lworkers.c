@@ -25,13 +25,12 @@ static int heartbeat_worker(lua_State *L)
     memset(&w, 0, sizeof w);
     lua_settop(L, 2);
     if (ce_hostname(host, sizeof host) < 0) strcpy(host, "localhost");
-    w.worker_id = b->worker_id;
     w.queue = b->queue;
     w.hostname = host;
     w.pid = (long long)getpid();
     if (aux_opt_table(L, 2, fn, "opts")) {
         aux_check_options(L, 2, fn, opts);
-        w.worker_id = aux_field_string(L, 2, "worker_id", fn, w.worker_id);
+        w.worker_id = aux_field_string(L, 2, "worker_id", fn, NULL);
         w.hostname = aux_field_string(L, 2, "hostname", fn, w.hostname);
         w.pid = aux_field_integer(L, 2, "pid", fn, w.pid, 0, AUX_INT_MAX);
         w.processed = aux_field_integer(L, 2, "processed", fn, 0, 0, LLONG_MAX);
@@ -44,6 +43,8 @@ static int heartbeat_worker(lua_State *L)
         else if (!lua_isnil(L, -1))
             aux_arg_error(L, fn, "info", "a table or JSON text", -1);
     }
+    /* The broker's worker id only now: Lua code run above may have replaced (freed) it. */
+    if (!w.worker_id) w.worker_id = b->worker_id;
     if (ce_worker_heartbeat(lbroker_conn(L, b, fn), &w, &err) < 0) return aux_push_error(L, &err);
     lua_pushboolean(L, 1);
     return 1;
