@@ -48,8 +48,9 @@ lbroker *lbroker_check(lua_State *L, const char *fn)
 
 ce_conn *lbroker_conn(lua_State *L, lbroker *b, const char *fn)
 {
-    if (!b->shared || !b->shared->conn) luaL_error(L, "celers: %s: the broker is closed", fn);
-    return b->shared->conn;
+    if (b->shared && b->shared->conn) return b->shared->conn;
+    luaL_error(L, "celers: %s: the broker is closed", fn);
+    return NULL;
 }
 
 static int broker_gc(lua_State *L)

@@ -239,13 +239,14 @@ static int broker_enqueue_batch(lua_State *L)
         lua_rawseti(L, -2, (int)i + 1);
     }
     lbroker_count(L, "enqueued", (lua_Number)inserted);
-    for (size_t i = 0; i < n; i++) {
-        size_t run = 0, j = i;
-        /* runs of one name in one counter update: batches are usually one kind */
-        for (; j < n && strcmp(specs[j].name, specs[i].name) == 0; j++)
+    /* by name, in runs of one name (batches are usually one kind): one update per run */
+    for (size_t i = 0, j; i < n; i = j) {
+        size_t run = 0;
+        const char *name = specs[i].name ? specs[i].name : "";
+        for (j = i; j < n && specs[j].name && strcmp(specs[j].name, name) == 0; j++)
             run += created[j];
-        if (run) count_by_type(L, specs[i].name, (lua_Number)run);
-        i = j - 1;
+        if (j == i) j++; /* no name: cannot happen, the reader raised */
+        if (run) count_by_type(L, name, (lua_Number)run);
     }
     lua_pushinteger(L, (lua_Integer)inserted);
     return 2;

@@ -38,7 +38,8 @@ describe("retry backoff bounds", function()
   for _, case in ipairs {
     { name = "factor = 1e6", retry = { base = 1, factor = 1e6, max = 3600 }, expect = { 1, 3600, 3600, 3600 } },
     { name = "factor = 1e300", retry = { base = 2, factor = 1e300, max = 1e12 }, expect = { 2, TEN_YEARS, TEN_YEARS } },
-    { name = "base and max of 1e12", retry = { base = 1e12, factor = 2, max = 1e12 }, expect = { TEN_YEARS, TEN_YEARS } },
+    { name = "base and max of 1e12", retry = { base = 1e12, factor = 2, max = 1e12 },
+      expect = { TEN_YEARS, TEN_YEARS } },
     { name = "max of 1e12", retry = { base = 1, factor = 1e3, max = 1e12 }, expect = { 1, 1000, 1e6, TEN_YEARS } },
     { name = "factor below 1", retry = { base = 8, factor = 0.5, max = 60 }, expect = { 8, 4, 2 } },
     { name = "base 0", retry = { base = 0, factor = 1e6, max = 60 }, expect = { 0, 0, 0 } },

@@ -27,7 +27,8 @@ describe("enqueue_batch chunks", function()
   end)
 
   it("still refuses, all or nothing, a batch whose one task is too large alone", function()
-    local ids, err = b:enqueue_batch { { name = "ok", payload = "x" }, { name = "huge", payload = ("h"):rep(17000000) } }
+    local ids, err = b:enqueue_batch {
+      { name = "ok", payload = "x" }, { name = "huge", payload = ("h"):rep(17000000) } }
     assert.is_nil(ids)
     assert.equals("too_large", err.code)
     assert.equals("0", helper.scalar(dsn, "SELECT COUNT(*) FROM celers_tasks"))

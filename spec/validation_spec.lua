@@ -88,9 +88,11 @@ describe("argument checks", function()
     it("stores payloads and results with NUL bytes verbatim, one and in batches", function()
       local bytes = "\0a\0\0b\255\0"
       local id = assert(broker:enqueue("t", bytes))
-      local ids = assert(broker:enqueue_batch { { name = "t", payload = bytes .. "1" }, { name = "t", payload = "\0" } })
+      local ids = assert(broker:enqueue_batch {
+        { name = "t", payload = bytes .. "1" }, { name = "t", payload = "\0" } })
       assert.equals(#bytes, tonumber(scalar("SELECT LENGTH(payload) FROM celers_tasks WHERE id = " .. q(id))))
-      assert.equals("1", scalar("SELECT payload = " .. q(bytes .. "1") .. " FROM celers_tasks WHERE id = " .. q(ids[1])))
+      assert.equals("1", scalar("SELECT payload = " .. q(bytes .. "1")
+        .. " FROM celers_tasks WHERE id = " .. q(ids[1])))
       assert.equals(bytes, broker:get_task(id).payload)
       assert.equals("\0", broker:get_task(ids[2]).payload)
       assert.is_true(broker:store_result(id, { result = bytes }))
@@ -117,7 +119,8 @@ describe("argument checks", function()
         assert.is_false(ok)
         assert.matches(n < 0 and "'n' must not be negative" or "'n' must be within 0..10000", err)
       end
-      assert.has_error(function() broker:dequeue_batch(0 / 0) end, "celers: dequeue_batch: 'n' must be an integer (got number)")
+      assert.has_error(function() broker:dequeue_batch(0 / 0) end,
+        "celers: dequeue_batch: 'n' must be an integer (got number)")
       assert.equals(1, count("state = 'pending'"))
       local got = assert(broker:dequeue_batch(10000))
       assert.equals(1, #got)
@@ -175,7 +178,8 @@ describe("argument checks", function()
       { "enqueue", "delay", function(v) return broker:enqueue("t", "x", { delay = v }) end },
       { "enqueue", "timeout", function(v) return broker:enqueue("t", "x", { timeout = v }) end },
       { "enqueue_after", "seconds", function(v) return broker:enqueue_after("t", "x", v) end },
-      { "enqueue_batch", "delay", function(v) return broker:enqueue_batch { { name = "t", payload = "x", delay = v } } end },
+      { "enqueue_batch", "delay",
+        function(v) return broker:enqueue_batch { { name = "t", payload = "x", delay = v } } end },
       { "dequeue", "lease", function(v) return broker:dequeue { lease = v } end },
       { "dequeue_batch", "lease", function(v) return broker:dequeue_batch(1, { lease = v }) end },
       { "touch", "seconds", function(v) return broker:touch("id", v) end },
@@ -205,7 +209,8 @@ describe("argument checks", function()
       assert.equals(0, broker:prune_workers(max))
       assert.same({}, assert(broker:list_workers { stale_after = max }))
       local id = assert(broker:enqueue("t", "x", { delay = max, timeout = max }))
-      assert.equals("1", scalar("SELECT scheduled_at > NOW(6) + INTERVAL 9 YEAR FROM celers_tasks WHERE id = " .. q(id)))
+      assert.equals("1", scalar("SELECT scheduled_at > NOW(6) + INTERVAL 9 YEAR FROM celers_tasks WHERE id = "
+        .. q(id)))
     end)
   end)
 
