@@ -201,6 +201,18 @@ describe("argument checks", function()
       assert.equals("0", scalar("SELECT COUNT(*) FROM celers_results"))
     end)
 
+    it("connect refuses inf and NaN settings", function()
+      for _, opts in ipairs {
+        { retry = { factor = math.huge } }, { retry = { max = 0 / 0 } }, { reconnect_backoff = math.huge },
+        { recover_interval = math.huge }, { lease = math.huge },
+      } do
+        opts.dsn = dsn
+        local ok, err = pcall(celers.connect, opts)
+        assert.is_false(ok)
+        assert.matches("celers: connect: option '[%w_]+' must be", err)
+      end
+    end)
+
     it("and the largest accepted value works against the server", function()
       local max = 315360000
       assert.equals(0, broker:archive_results(max))
