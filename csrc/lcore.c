@@ -10,6 +10,7 @@
 
 #include "auxiliar.h"
 #include "config.h"
+#include "lcodec.h"
 #include "lbroker.h"
 #include "lmethods.h"
 #include "lrows.h"
@@ -405,6 +406,7 @@ int luaopen_celers_core(lua_State *L)
     open_counters(L);
     lua_newtable(L);
     luaL_setfuncs(L, functions, 0);
+    lcodec_open(L);
     lbroker_open(L);
     for (size_t i = 0; i < sizeof method_opens / sizeof method_opens[0]; i++)
         method_opens[i](L);

@@ -9,8 +9,7 @@ local core = require "celers.core"
 
 local cli = {}
 
-local json = require("cjson").new()
-json.encode_sparse_array(true)
+local json = require("celers").json -- exact: numbers and [] keep their form (docs/json.md)
 
 local GLOBAL_HELP = [[
 Usage: celers [--dsn DSN] [--queue NAME] [--json] COMMAND [ARGS...]
@@ -144,7 +143,8 @@ Options:
   --on-error skip|abort  bad lines: report and go on (default), or stop there
   --batch N              tasks per batch (default 500)
   --requeue-dlq          restore exported dead-letter entries as pending tasks
-  --into-queue NAME      put every task into this queue]],
+  --into-queue NAME      put every task into this queue; tasks from another queue are
+                         copied under new ids (the originals stay; a re-run skips them)]],
   health = [[
 Usage: celers health
 
