@@ -1,6 +1,5 @@
 /* Module celers.core: connect, JSON hooks, ids, per-process counters, and the process
  * helpers a worker pool needs. */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +9,7 @@
 
 #include "auxiliar.h"
 #include "config.h"
+#include "connection.h"
 #include "lcodec.h"
 #include "lbroker.h"
 #include "lmethods.h"
@@ -364,26 +364,38 @@ static const luaL_Reg functions[] = {
     {NULL, NULL},
 };
 
-/* libmariadb's process-wide state is set up once per process and torn down once, when the
- * library is unloaded by the last Lua state using it or at exit (atexit in a shared object
- * runs at its final dlclose): a Lua state closing must not pull it from under the others
- * (nginx runs several in one process), and valgrind then shows nothing left behind. */
-static pthread_once_t library_once = PTHREAD_ONCE_INIT;
-
-static void library_end(void)
+/* Releases the client library when the Lua state closes (before the loader unloads this
+ * library); the last state to close frees its process-wide state. */
+static int library_gc(lua_State *L)
 {
-    mysql_library_end();
+    (void)L;
+    ce_library_release();
+    return 0;
 }
 
-static void library_init(void)
+/* The client library is shared by every Lua state of the process (nginx has several):
+ * each state holds one reference, and only the last to close ends the library. */
+static void register_library_end(lua_State *L)
 {
-    mysql_library_init(0, NULL, NULL);
-    atexit(library_end);
+    lua_getfield(L, LUA_REGISTRYINDEX, "celers.library");
+    if (!lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    ce_library_acquire();
+    lua_newuserdata(L, 1);
+    lua_newtable(L);
+    lua_pushcfunction(L, library_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "celers.library");
 }
 
 /* The binding files' methods, added to the broker's methods table in this order. */
 static void (*const method_opens[])(lua_State *L) = {
-    lenqueue_open, lclaim_open, ladmin_open, lupkeep_open, lworkers_open, lmigrate_open,
+    lenqueue_open, lclaim_open,   ladmin_open,     lupkeep_open,
+    lworkers_open, lmigrate_open, ldashboard_open,
 };
 
 static void open_counters(lua_State *L)
@@ -401,7 +413,7 @@ static void open_counters(lua_State *L)
 int luaopen_celers_core(lua_State *L);
 int luaopen_celers_core(lua_State *L)
 {
-    pthread_once(&library_once, library_init);
+    register_library_end(L);
     aux_error_open(L);
     open_counters(L);
     lua_newtable(L);

@@ -52,6 +52,7 @@ describe("not found", function()
       requeue_from_dlq = function() return b:requeue_from_dlq(MISSING) end,
       purge_dlq = function() return b:purge_dlq(MISSING) end,
       remove_worker = function() return b:remove_worker("no-such-worker") end,
+      retry_now = function() return b:retry_now(MISSING) end,
     } do
       local v, err = call()
       assert.is_false(v, name)
