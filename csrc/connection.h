@@ -38,8 +38,12 @@ typedef struct ce_conn {
     unsigned long reconnects; /* how many times the link was re-established */
     struct {
         char queue[256];
+        double at;            /* monotonic seconds */
+    } sweeps[CE_SWEEP_SLOTS]; /* last lease sweep per queue (see task.c) */
+    struct {
+        char queue[256];
         double at;                 /* monotonic seconds */
-    } sweeps[CE_SWEEP_SLOTS];      /* last lease sweep per queue (see task.c) */
+    } stages[CE_SWEEP_SLOTS];      /* last staging step per queue (see staging.c) */
     unsigned long long swept_dead; /* tasks the claims' sweeps dead-lettered, not yet counted */
 } ce_conn;
 
