@@ -4,6 +4,7 @@
 #   make test       install what is missing, build, run every spec on a private MariaDB
 #   make demo       the same set-up, then a producer and a worker pool (examples/)
 #   make bench      throughput of each operation beside the raw-SQL floor
+#   make chaos      workers drain 20,000 tasks through kills and server restarts (not in test)
 #   make lint       clang-format check, cppcheck, clang-tidy, luacheck
 #   make valgrind   the specs under valgrind (Lua 5.4)
 #   make install    core.so and the Lua modules into the system Lua paths
@@ -54,7 +55,7 @@ PREFIX ?= /usr/local
 LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
-.PHONY: all build test demo bench lint format valgrind install clean db-start db-stop dashboard
+.PHONY: all build test demo bench chaos lint format valgrind install clean db-start db-stop dashboard
 
 all: build
 build: $(SO)
@@ -89,6 +90,9 @@ demo:
 
 bench:
 	scripts/bench.sh
+
+chaos:
+	scripts/chaos.sh
 
 lint:
 	scripts/lint.sh

@@ -74,11 +74,11 @@ Stops gracefully on SIGTERM or SIGINT (finishes the tasks in hand, exits 0).
 
 Options:
   --concurrency N     run N worker processes (a pool that restarts dead workers)
-  --batch N           tasks claimed at once (default 1)
+  --batch N           most tasks claimed at once (default 100; fewer for slow handlers)
   --lease SECONDS     lease of a claim (default: the DSN's, 300)
   --max-tasks N       exit after N tasks (per process)
   --idle-exit SECONDS exit after being idle that long
-  --poll-max SECONDS  longest sleep between polls when idle (default 2)
+  --poll-max SECONDS  longest sleep between polls when idle (default 0.03)
   --store-results     store handler return values (celers_results)]],
   schedule = [[
 Usage: celers schedule FILE [options]
@@ -467,11 +467,8 @@ function commands.worker(o)
   if n > 1 then
     local ok, pool = pcall(worker.pool, { processes = n, connect = copts, worker = wopts, run = run })
     if not ok then usage_error(tostring(pool):gsub("^.-: ", "", 1)) end
-    local exits = pool:run()
-    for _, e in ipairs(exits) do
-      if not (e.how == "exited" and e.code == 0) then return 1 end
-    end
-    return 0
+    local _, code = pool:run() -- how the pool stopped, not what crashed before
+    return code
   end
   wopts.connect = copts
   local ok, w, err = pcall(worker.new, wopts)
