@@ -319,7 +319,8 @@ describe("interop with celers-broker-sql 0.2 (Rust):", function()
          it("move_to_dlq and the Rust requeue keep the queue, the payload type and the metadata of our tasks", function()
             local reports = b:with_queue("reports")
             local id = assert(reports:enqueue("report", { rows = { 1, 2, 3 } }, { priority = 7, max_retries = 1,
-                                                                                metadata = { who = "lua" } }))
+                                                                                metadata = { who = "lua" },
+                                                                                timeout = 3600, idempotency_key = "rk" }))
             local plain = assert(reports:enqueue("report", "plain", { max_retries = 1 })) -- no metadata at all
             local created = one(dsn, "SELECT created_at FROM celers_tasks WHERE id = " .. q(id))
             for _ = 1, 2 do
@@ -329,6 +330,9 @@ describe("interop with celers-broker-sql 0.2 (Rust):", function()
             assert.same({ "reports", "json", "7", "1", "1", created, "report" },
                row(dsn, "SELECT queue, payload_type, priority, max_retries, retry_count, created_at, task_name "
                   .. "FROM celers_dead_letter_queue WHERE task_id = " .. q(id)))
+            -- and every other column of the task (lua-011), as the broker's own dead-lettering does
+            assert.same({ "3600", "rk", "processing" },
+               row(dsn, "SELECT timeout_seconds, idempotency_key, state FROM celers_dead_letter_queue WHERE task_id = " .. q(id)))
             -- listed here with the metadata as it was, and there
             local listed = {}
             for _, e in ipairs(reports:list_dlq()) do listed[e.task_id] = e end

@@ -1,7 +1,8 @@
 -- move_to_dlq(task_uuid): the procedure the Rust broker CALLs when a task's retries are spent,
 -- with its signature and meaning (the task row is copied to the dead-letter queue under a new
 -- id and deleted from celers_tasks), filling our columns as well (queue, priority, max_retries,
--- payload_type, created_at). Copy and delete are one transaction of their own. The parameter
+-- payload_type, created_at and the rest that lua-011 keeps: the same list as SQL_COPY_TO_DLQ in
+-- csrc/task.c). Copy and delete are one transaction of their own. The parameter
 -- carries the shared columns' collation: with the database's default collation instead, the
 -- comparison with celers_tasks.id is an "Illegal mix of collations".
 --
@@ -39,9 +40,13 @@ BEGIN
     START TRANSACTION;
     INSERT INTO celers_dead_letter_queue
            (id, task_id, task_name, payload, retry_count, error_message, failed_at, metadata,
-            queue, priority, max_retries, payload_type, created_at)
+            queue, priority, max_retries, payload_type, created_at, timeout_seconds,
+            idempotency_key, state, scheduled_at, started_at, completed_at, worker_id, claim_id,
+            lease_expires_at)
     SELECT UUID(), id, task_name, payload, retry_count, error_message, NOW(6), metadata,
-           queue, priority, max_retries, payload_type, created_at
+           queue, priority, max_retries, payload_type, created_at, timeout_seconds,
+           idempotency_key, state, scheduled_at, started_at, completed_at, worker_id, claim_id,
+           lease_expires_at
       FROM celers_tasks
      WHERE id = task_uuid
        FOR UPDATE;
