@@ -41,7 +41,8 @@ end
 -- the rows of every table, as one comparable string per table
 local function snapshot(where)
   return {
-    tasks = helper.query(dsn, "SELECT id, queue, state, task_name FROM celers_tasks " .. (where or "") .. " ORDER BY id"),
+    tasks = helper.query(dsn, "SELECT id, queue, state, task_name FROM celers_tasks " .. (where or "")
+      .. " ORDER BY id"),
     dlq = helper.query(dsn, "SELECT id, queue FROM celers_dead_letter_queue ORDER BY id"),
     results = helper.query(dsn, "SELECT task_id, queue FROM celers_results ORDER BY task_id"),
   }
@@ -235,7 +236,11 @@ describe("bin/celers administration", function()
     assert.is_true(select(2, read_file(o):gsub("recover m3", "")) >= 2, read_file(o))
     os.execute("kill -TERM " .. pid)
     deadline = os.time() + 10
-    while os.execute("kill -0 " .. pid .. " 2>/dev/null") == true or os.execute("kill -0 " .. pid .. " 2>/dev/null") == 0 do
+    local function alive()
+      local r = os.execute("kill -0 " .. pid .. " 2>/dev/null")
+      return r == true or r == 0
+    end
+    while alive() do
       assert.is_true(os.time() < deadline, "maintain did not stop on SIGTERM")
       os.execute("sleep 0.1")
     end
@@ -258,6 +263,31 @@ describe("bin/celers administration", function()
       local code, _, err = celers(cmd, bare)
       assert.equal(1, code, cmd)
       assert.matches("run `celers migrate`", err, 1, true)
+    end
+  end)
+
+  it("make demo ends with commands that show what the demo did", function()
+    local demo_dsn = helper.fresh_dsn("cli_admin_demo")
+    local code = os.execute(helper.lua_cmd() .. " " .. sh(helper.root .. "/examples/demo.lua") .. " " .. sh(demo_dsn)
+      .. " >/dev/null 2>&1")
+    assert.is_true(code == true or code == 0)
+    helper.query(demo_dsn, "INSERT INTO celers_tasks (id, task_name, payload, state, priority, retry_count, "
+      .. "max_retries, queue, created_at, scheduled_at) VALUES (UUID(), 'pool', 'x', 'completed', 0, 1, 3, "
+      .. "'pool_demo', NOW(6), NOW(6))") -- what examples/worker_pool.lua leaves behind
+    local suggested = {}
+    for cmd in read_file(helper.root .. "/scripts/demo.sh"):gmatch('echo "%s+bin/celers ([^"]-)%s%s+[^"]*"') do
+      suggested[#suggested + 1] = cmd
+    end
+    for cmd in read_file(helper.root .. "/scripts/demo.sh"):gmatch('echo "%s+bin/celers ([^"]-)"') do
+      if not cmd:find("  ", 1, true) then suggested[#suggested + 1] = cmd end
+    end
+    assert.is_true(#suggested >= 4, "demo.sh suggests " .. #suggested .. " commands")
+    for _, cmd in ipairs(suggested) do
+      local rc, out, err = celers(cmd, demo_dsn)
+      assert.equal(0, rc, cmd .. ": " .. err)
+      -- every suggestion shows demo rows, none an empty listing
+      assert.is_truthy(out:find("demo_", 1, true) or out:find("send_email", 1, true)
+        or out:find("completed%s+[1-9]"), cmd .. " shows nothing of the demo:\n" .. out)
     end
   end)
 
