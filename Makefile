@@ -136,12 +136,17 @@ install-modules: $(SO)
 	install -m 755 $(SO) $(DESTDIR)$(LUA_LIBDIR)/celers/core.so
 	install -m 644 lua/celers/*.lua $(DESTDIR)$(LUA_SHAREDIR)/celers/
 
-# the source tarball the rockspec names (for luarocks build / pack)
+# the source tarball the rockspec names and the source rock holding both (a zip), so that
+# `luarocks build build/dist/celers-broker-sql-$(VERSION)-1.src.rock` works anywhere
 VERSION := 0.1.0
+ROCK := celers-broker-sql-$(VERSION)-1
 dist:
-	@mkdir -p build/dist
+	scripts/deps.sh zip
+	@rm -rf build/dist && mkdir -p build/dist
 	git archive --format=tar.gz --prefix=celers-broker-sql-$(VERSION)/ -o build/dist/celers-broker-sql-$(VERSION).tar.gz HEAD
-	@echo build/dist/celers-broker-sql-$(VERSION).tar.gz
+	cp rockspec/$(ROCK).rockspec build/dist/
+	cd build/dist && zip -q $(ROCK).src.rock $(ROCK).rockspec celers-broker-sql-$(VERSION).tar.gz
+	@echo build/dist/$(ROCK).src.rock
 
 # install the rock into a fresh tree (Lua 5.4 and LuaJIT) and run a producer and a worker
 # from outside the checkout against the private database (scripts/check-rock.sh)

@@ -1,9 +1,9 @@
 rockspec_format = "3.0"
 package = "celers-broker-sql"
 version = "0.1.0-1"
--- `make dist` writes this tarball (git archive of the checkout) to build/dist/; `luarocks
--- build` and `luarocks pack` fetch it relative to the current folder. `luarocks make` builds
--- the checkout itself and needs no source. See README, "Installing".
+-- `make dist` writes this tarball (git archive of the checkout) and a source rock holding it
+-- and this rockspec to build/dist/: `luarocks build build/dist/celers-broker-sql-0.1.0-1.src.rock`.
+-- `luarocks make` builds the checkout itself and needs no source. See README, "Installing".
 source = {
    url = "celers-broker-sql-0.1.0.tar.gz",
    dir = "celers-broker-sql-0.1.0",

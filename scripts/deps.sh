@@ -12,6 +12,8 @@ PACKAGES=(
     lua-cjson lua-busted lua-check
     libmariadb-dev libmariadb-dev-compat uuid-dev
     mariadb-server valgrind
+    # make check-rock (and spec/rock_spec.lua): install the package as users do
+    luarocks
     nginx libnginx-mod-http-lua curl
     "$@"
 )
