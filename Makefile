@@ -153,6 +153,14 @@ dist:
 check-rock:
 	scripts/check-rock.sh
 
+# the API reference (LDoc): the Lua modules from their doc comments, the broker's C methods
+# from docs/ref/broker.luadoc
+docs:
+	scripts/deps.sh lua-ldoc
+	@rm -rf build/docs
+	ldoc -b "$(CURDIR)/lua" .
+	@echo "build/docs/index.html"
+
 clean:
 	rm -rf build
 

@@ -1,4 +1,4 @@
--- celers.bulk: export tasks to JSON Lines and import them back.
+--- celers.bulk: export tasks to JSON Lines and import them back.
 --
 --   local bulk = require "celers.bulk"
 --   bulk.export(broker, "tasks.jsonl", { state = "pending", dlq = true, results = true })
@@ -39,6 +39,7 @@ for i = 1, 64 do
 end
 local floor = math.floor
 
+--- Encode bytes as base64 (standard alphabet, with padding).
 function M.base64_encode(s)
   local out, n = {}, #s
   for i = 1, n - 2, 3 do

@@ -1,4 +1,4 @@
--- celers.cli: the command-line tool (bin/celers is a launcher for cli.main).
+--- celers.cli: the command-line tool (bin/celers is a launcher for cli.main).
 --
 -- cli.main(args) runs one command and returns the process exit code:
 -- 0 success, 1 a runtime failure (database, file), 2 bad usage (unknown command or option,
@@ -1227,6 +1227,9 @@ function cli.main(args)
 end
 
 cli.commands = commands
+--- Parse an argument list: the command name (or nil) and a table of the options given
+-- (positional arguments in `_pos`). Raises a usage error (exit 2 in main) on a bad option.
+-- @function parse
 cli.parse = parse
 
 return cli
