@@ -121,3 +121,134 @@ describe("the API reference", function()
     assert.matches("requeue_from_dlq", broker, 1, true)
   end)
 end)
+
+-- Snippets. Every ```lua block of README.md and docs/*.md runs, in file order, as one program
+-- per file (a reader following along has the locals of the blocks above), in a fresh
+-- database and a temporary working folder. Conventions, in an HTML comment on the line
+-- right before a block (GitHub does not render them):
+--   <!-- not-run: why -->      a fragment that cannot run by itself (kept few)
+--   <!-- before: lua code -->  what the prose around the block assumes (a stand-in for the
+--                              reader's own `mailer`, a task id from earlier, ...)
+--   <!-- stop-after: S -->     the block runs until SIGTERM (w:run(), pool:run(), s:run()):
+--                              SIGTERM is sent after S seconds, as an operator would
+-- The database: CELERS_DSN is the test database, and celers.connect is pointed at it (a DSN
+-- string keeps its own ?parameters, such as the queue; an options table keeps its options but
+-- not where to connect), so `mysql://app:secret@db:3306/jobs` in a snippet means the test
+-- database here.
+local PRELUDE = [=[
+local __celers = require "celers"
+local __core = require "celers.core"
+local __test = os.getenv("CELERS_DSN")
+local __connect = __celers.connect
+__celers.connect = function(x)
+  if type(x) == "string" then
+    local base, bq = __test:match("^([^?]*)%??(.*)$")
+    local parts = {}
+    if bq ~= "" then parts[#parts + 1] = bq end
+    for kv in (x:match("%?(.*)$") or ""):gmatch("[^&]+") do
+      if not kv:match("^socket=") then parts[#parts + 1] = kv end
+    end
+    return __connect(base .. (#parts > 0 and ("?" .. table.concat(parts, "&")) or ""))
+  elseif type(x) == "table" then
+    local c = {}
+    for k, v in pairs(x) do c[k] = v end
+    for _, k in ipairs { "host", "port", "user", "password", "database", "socket", "ssl" } do c[k] = nil end
+    c.dsn = __test
+    return __connect(c)
+  end
+  return __connect(x)
+end
+local function __stop_after(s)
+  os.execute(("(sleep %s; kill -TERM %d) >/dev/null 2>&1 &"):format(s, __core.getpid()))
+end
+]=]
+
+-- { {line=, code=, before=, stop_after=, skip=} } of a markdown file
+local function snippets(path)
+  local list, pending_note = {}, nil
+  local lines = {}
+  for l in (read_file(path) .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = l end
+  local i = 1
+  while i <= #lines do
+    local l = lines[i]
+    local note = l:match("^<!%-%-%s*(.-)%s*%-%->$")
+    if note then
+      pending_note = pending_note or {}
+      local k, v = note:match("^([%w-]+):?%s*(.*)$")
+      pending_note[k] = v
+    elseif l:match("^```lua%s*$") then
+      local s = { line = i, code = {} }
+      i = i + 1
+      while lines[i] and not lines[i]:match("^```%s*$") do
+        s.code[#s.code + 1] = lines[i]
+        i = i + 1
+      end
+      s.code = table.concat(s.code, "\n")
+      local n = pending_note or {}
+      s.skip, s.before, s.stop_after = n["not-run"], n.before, tonumber(n["stop-after"])
+      list[#list + 1] = s
+      pending_note = nil
+    elseif l:match("%S") then
+      pending_note = nil
+    end
+    i = i + 1
+  end
+  return list
+end
+
+local DOCS = { "README.md" }
+do
+  local p = io.popen("cd " .. sh(root) .. " && ls docs/*.md")
+  for f in p:lines() do DOCS[#DOCS + 1] = f end
+  p:close()
+end
+
+describe("the documentation's snippets", function()
+  for _, doc in ipairs(DOCS) do
+    it("run as written: " .. doc, function()
+      local list = snippets(root .. "/" .. doc)
+      local chunk, map, skipped, ran = { PRELUDE }, {}, 0, 0
+      local line = select(2, PRELUDE:gsub("\n", "")) + 1
+      for _, s in ipairs(list) do
+        if s.skip then
+          assert.is_true(#s.skip > 0, doc .. ":" .. s.line .. ": say why a snippet is not run")
+          skipped = skipped + 1
+        else
+          local parts = {}
+          if s.before then parts[#parts + 1] = s.before end
+          if s.stop_after then parts[#parts + 1] = ("__stop_after(%g)"):format(s.stop_after) end
+          parts[#parts + 1] = s.code
+          -- not wrapped in do ... end: the next blocks see this block's locals
+          local text = table.concat(parts, "\n") .. "\n"
+          map[#map + 1] = { from = line, doc_line = s.line }
+          chunk[#chunk + 1] = text
+          line = line + select(2, text:gsub("\n", ""))
+          ran = ran + 1
+        end
+      end
+      assert.is_true(skipped <= 3, doc .. ": " .. skipped .. " snippets not run; keep fragments few")
+      if ran == 0 then return end
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir " .. sh(dir)))
+      local prog = dir .. "/snippets.lua"
+      local f = assert(io.open(prog, "w"))
+      f:write(table.concat(chunk, "\n"))
+      f:close()
+      local dsn = helper.fresh_dsn("docs_" .. doc:gsub("[^%w]", "_"))
+      local code, out = proc.run("cd " .. sh(dir) .. " && CELERS_DSN=" .. sh(dsn) .. " timeout -k 5 120 env "
+        .. helper.lua_cmd() .. " snippets.lua")
+      -- name the snippet an error comes from
+      local where = ""
+      local at = tonumber(out:match("snippets%.lua:(%d+):"))
+      if at then
+        for _, m in ipairs(map) do
+          if at >= m.from then where = ("%s:%d (block starting there, line %d of the program)"):format(doc,
+            m.doc_line, at) end
+        end
+      end
+      assert.equal(0, code, where .. "\n" .. out)
+      os.execute("rm -rf " .. sh(dir))
+    end)
+  end
+end)
