@@ -43,7 +43,7 @@ ifdef LUA_INCDIR
   ifeq ($(LUA_ABI),5.1)
     ifeq ($(wildcard $(LUA_INCDIR)/luajit.h),)
       $(error $(LUA_INCDIR) holds PUC Lua 5.1 headers: celers needs Lua 5.4 or LuaJIT \
-        (luarocks --lua-version 5.1 make ... LUA=/usr/bin/luajit LUA_INCDIR=/usr/include/luajit-2.1))
+        (for LuaJIT, see README "Installing"))
     endif
   endif
 else
