@@ -310,6 +310,12 @@ describe("bin/celers administration", function()
       assert.matches("\nUsage: celers", "\n" .. err, 1, true)
       assert.matches("^celers: ", err)
     end
+    for _, c in ipairs { "queues", "cancel", "retry", "archive", "recover", "prune-results", "prune-workers",
+                         "maintain", "purge", "dlq" } do
+      local code, out = celers(c .. " --help")
+      assert.equal(0, code, c)
+      assert.matches("Usage: celers " .. c, out, 1, true)
+    end
     -- and nothing was written by any of them
     assert.equal(0, n("SELECT COUNT(*) FROM celers_tasks"))
   end)
