@@ -258,6 +258,18 @@ describe("bin/celers administration", function()
       assert.is_nil(err:find("%.lua:%d+"), err)
       assert.is_nil(err:find("/lua/celers", 1, true), err)
     end
+    -- worker (a pool too) and schedule refuse it before starting anything
+    local handlers = os.tmpname()
+    local f = assert(io.open(handlers, "w"))
+    f:write("return { x = function() end }")
+    f:close()
+    for _, cmd in ipairs { "worker " .. sh(handlers), "worker " .. sh(handlers) .. " --concurrency 2",
+                           "schedule " .. sh(handlers) .. " --once" } do
+      local code, _, err = celers(cmd, "mysql//nope")
+      assert.equal(2, code, cmd .. ": " .. err)
+      assert.matches("^celers: bad database address", err)
+    end
+    os.remove(handlers)
     local bare = helper.fresh_dsn("cli_admin_bare")
     for _, cmd in ipairs { "stats", "queues", "tasks list", "dlq list" } do
       local code, _, err = celers(cmd, bare)

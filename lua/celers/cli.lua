@@ -354,6 +354,13 @@ local function connect(o)
   return b
 end
 
+-- worker and schedule connect in their own processes, and keep trying while the server is
+-- down; a DSN that can never work is refused here first (a pool would restart forever).
+local function check_dsn(o)
+  local b = connect(o)
+  if b then b:close() end
+end
+
 -- The brokers a command acts on: the queue's, or with --all-queues one per queue.
 local function each_queue(o, b)
   if not o["all-queues"] then return { b } end
@@ -629,6 +636,7 @@ function commands.worker(o)
   if o["store-results"] then wopts.store_results = true end
   local run = { max_tasks = number_opt(o, "max-tasks", true, 0), idle_exit = number_opt(o, "idle-exit", false, 0) }
   local n = number_opt(o, "concurrency", true, 1) or 1
+  check_dsn(o)
   local worker = require "celers.worker"
   local copts = connect_opts(o)
   if n > 1 then
@@ -664,6 +672,7 @@ function commands.schedule(o)
     ropts.schedules = spec
   end
   ropts.connect = connect_opts(o)
+  check_dsn(o)
   local recurring = require "celers.recurring"
   local ok, s, err = pcall(recurring.new, ropts)
   if not ok then
