@@ -731,6 +731,11 @@ function commands.tasks(o)
       io.stderr:write("celers: no task ", id, "\n")
       return 1
     end
+    if t.queue ~= b:queue() then
+      io.stderr:write(("celers: task %s is in queue %s, not %s (use --queue %s)\n"):format(id, t.queue, b:queue(),
+        t.queue))
+      return 1
+    end
     if o.json then emit_json(strip_task(t)) return 0 end
     print_kv(strip_task(t), { "id", "name", "queue", "state", "priority", "retry_count", "max_retries",
       "created_at", "scheduled_at", "started_at", "completed_at", "worker_id", "lease_expires_at", "timeout",
