@@ -3,7 +3,7 @@
  * (which are about whole tables). Ages are measured on the database clock (NOW(6)).
  * Bulk deletes run in chunks of CE_CHUNK_ROWS rows, each chunk its own statement/commit.
  *
- *   admin.c    shared helpers (reads, single writes, chunked deletes)
+ *   admin.c    chunked deletes (single statements go through ce_run, statement.h)
  *   inspect.c  task listing and counting
  *   results.c  task results
  *   dlq.c      dead-letter queue
@@ -21,15 +21,6 @@
 
 /* ---- helpers (admin.c) -------------------------------------------------------------- */
 
-/* A read: repeated once after a lost link. */
-int ce_read(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, ce_rows *out,
-            ce_error *err);
-/* One count (first cell of the first row, 0 when none). */
-int ce_read_count(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, long long *out,
-                  ce_error *err);
-/* A single write that may have landed when the link drops: never repeated. */
-int ce_write(ce_conn *c, const char *sql, const ce_param *p, unsigned int n,
-             unsigned long long *affected, ce_error *err);
 /* Run a DELETE ending in "LIMIT " CE_CHUNK_ROWS_SQL until it deletes fewer rows than that.
  * Each chunk is its own autocommit statement; *deleted counts them all. */
 int ce_delete_chunked(ce_conn *c, const char *sql, const ce_param *p, unsigned int n,

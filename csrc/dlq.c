@@ -1,12 +1,12 @@
 /* The dead-letter queue of one queue: list, requeue, purge (admin.h). */
 #include "admin.h"
 
+// clang-format off
 static const char SQL_LIST[] =
     "SELECT id, task_id, task_name, payload, payload_type, retry_count, max_retries, priority, "
-    "queue, error_message, " CE_EPOCH("failed_at") ", " CE_EPOCH(
-        "created_at") ", metadata "
-                      "FROM celers_dead_letter_queue WHERE queue = ? ORDER BY failed_at, id LIMIT "
-                      "? OFFSET ?";
+    "queue, error_message, " CE_EPOCH("failed_at") ", " CE_EPOCH("created_at") ", metadata "
+    "FROM celers_dead_letter_queue WHERE queue = ? ORDER BY failed_at, id LIMIT ? OFFSET ?";
+// clang-format on
 
 static const char SQL_LOCK[] =
     "SELECT id FROM celers_dead_letter_queue WHERE id = ? AND queue = ? FOR UPDATE";
@@ -27,7 +27,7 @@ int ce_list_dlq(ce_conn *c, const char *queue, long long limit, long long offset
                 ce_error *err)
 {
     ce_param p[3] = {ce_pstr(queue), ce_pint(limit), ce_pint(offset)};
-    return ce_read(c, SQL_LIST, p, 3, out, err);
+    return ce_run(c, CE_REPEAT, SQL_LIST, p, 3, out, NULL, err);
 }
 
 typedef struct {
@@ -70,7 +70,7 @@ int ce_purge_dlq(ce_conn *c, const char *queue, const char *dlq_id, int *found, 
 {
     ce_param p[2] = {ce_pstr(dlq_id), ce_pstr(queue)};
     unsigned long long affected = 0;
-    if (ce_write(c, SQL_PURGE_ONE, p, 2, &affected, err) < 0) return -1;
+    if (ce_run(c, CE_ONCE, SQL_PURGE_ONE, p, 2, NULL, &affected, err) < 0) return -1;
     *found = affected > 0;
     return 0;
 }

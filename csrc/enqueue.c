@@ -21,10 +21,13 @@ void ce_task_spec_init(ce_task_spec *t)
     "queue, scheduled_at, timeout_seconds, metadata, idempotency_key, created_at) VALUES "
 /* eta counts from the epoch in the session's UTC (FROM_UNIXTIME stops at 2038 on MariaDB
  * before 11.5); a NULL eta falls through to now + delay. */
-#define INSERT_ROW                                                                                 \
-    "(?, ?, ?, ?, ?, ?, ?, COALESCE(DATE_ADD(TIMESTAMP'1970-01-01 00:00:00', INTERVAL "            \
-    "ROUND(1000000 * CAST(? AS DECIMAL(20, 6))) MICROSECOND), "                                    \
-    "DATE_ADD(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)), ?, ?, ?, NOW(6))"
+// clang-format off
+#define INSERT_ROW \
+    "(?, ?, ?, ?, ?, ?, ?, " \
+    "COALESCE(DATE_ADD(TIMESTAMP'1970-01-01 00:00:00', " \
+    "INTERVAL ROUND(1000000 * CAST(? AS DECIMAL(20, 6))) MICROSECOND), " CE_FROM_NOW("?") "), " \
+    "?, ?, ?, NOW(6))"
+// clang-format on
 #define INSERT_PARAMS 12
 /* The same row for a task due now: two parameters and the date arithmetic fewer per row. */
 #define INSERT_ROW_NOW "(?, ?, ?, ?, ?, ?, ?, NOW(6), ?, ?, ?, NOW(6))"
@@ -70,17 +73,6 @@ static int is_timed(const ce_task_spec *t)
     return t->has_eta || (t->has_delay && t->delay > 0);
 }
 
-static int one_string(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, char *out,
-                      size_t outlen, int *found, ce_error *err)
-{
-    ce_rows rows = {0};
-    if (ce_exec(c, sql, p, n, &rows, NULL, err) < 0) return -1;
-    *found = rows.nrows > 0 && CE_CELL(&rows, 0, 0)->data;
-    if (*found) snprintf(out, outlen, "%s", CE_CELL(&rows, 0, 0)->data);
-    ce_rows_free(&rows);
-    return 0;
-}
-
 /* ---- enqueue ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -95,7 +87,7 @@ static int key_lookup(ce_conn *c, const char *queue, const char *key, char *id, 
                       ce_error *err)
 {
     ce_param p[2] = {ce_pstr(queue), ce_pstr(key)};
-    return one_string(c, SQL_ID_BY_KEY, p, 2, id, CE_UUID_LEN + 1, found, err);
+    return ce_exec_string(c, SQL_ID_BY_KEY, p, 2, id, CE_UUID_LEN + 1, found, err);
 }
 
 static int enqueue_op(ce_conn *c, void *vctx, ce_error *err)
@@ -300,7 +292,8 @@ static int recurring_op(ce_conn *c, void *vctx, ce_error *err)
         if (ce_exec(c, INSERT_COLUMNS INSERT_ROW, p, np, NULL, NULL, err) < 0) return -1;
     } else {
         int found = 0;
-        if (one_string(c, SQL_RUN_TASK, p, 2, x->id, CE_UUID_LEN + 1, &found, err) < 0) return -1;
+        if (ce_exec_string(c, SQL_RUN_TASK, p, 2, x->id, CE_UUID_LEN + 1, &found, err) < 0)
+            return -1;
     }
     return ce_conn_commit(c, err);
 }

@@ -68,7 +68,8 @@ int ce_list_tasks(ce_conn *c, const char *queue, const char *state, const char *
     if (after_id) p[n++] = ce_pstr(after_id);
     p[n++] = ce_pint(limit);
     p[n++] = ce_pint(offset);
-    return ce_read(c, SQL_LIST[(state ? 2 : 0) + (after_id ? 1 : 0)], p, n, out, err);
+    return ce_run(c, CE_REPEAT, SQL_LIST[(state ? 2 : 0) + (after_id ? 1 : 0)], p, n, out, NULL,
+                  err);
 }
 
 int ce_get_statistics(ce_conn *c, const char *queue, ce_stats *s, ce_error *err)
@@ -76,7 +77,7 @@ int ce_get_statistics(ce_conn *c, const char *queue, ce_stats *s, ce_error *err)
     ce_param p[3] = {ce_pstr(queue), ce_pstr(queue), ce_pstr(queue)};
     ce_rows rows = {0};
     memset(s, 0, sizeof *s);
-    if (ce_read(c, SQL_STATS, p, 3, &rows, err) < 0) return -1;
+    if (ce_run(c, CE_REPEAT, SQL_STATS, p, 3, &rows, NULL, err) < 0) return -1;
     for (unsigned int i = 0; i < rows.nrows; i++) {
         const char *k = CE_CELL(&rows, i, 0)->data;
         long long v = ce_cell_int(&rows, i, 1, 0);
@@ -109,12 +110,13 @@ int ce_count_by_task_name(ce_conn *c, const char *queue, const char *state, ce_r
                           ce_error *err)
 {
     ce_param p[2] = {ce_pstr(queue), ce_pstr(state)};
-    return ce_read(c, state ? SQL_BY_NAME_STATE : SQL_BY_NAME_LIVE, p, state ? 2 : 1, out, err);
+    return ce_run(c, CE_REPEAT, state ? SQL_BY_NAME_STATE : SQL_BY_NAME_LIVE, p, state ? 2 : 1, out,
+                  NULL, err);
 }
 
 int ce_list_queues(ce_conn *c, ce_rows *out, ce_error *err)
 {
-    return ce_read(c, SQL_QUEUES, NULL, 0, out, err);
+    return ce_run(c, CE_REPEAT, SQL_QUEUES, NULL, 0, out, NULL, err);
 }
 
 int ce_requeue_task(ce_conn *c, const char *queue, const char *id, int *done, ce_error *err)
@@ -122,7 +124,7 @@ int ce_requeue_task(ce_conn *c, const char *queue, const char *id, int *done, ce
     ce_param p[2] = {ce_pstr(id), ce_pstr(queue)};
     unsigned long long affected = 0;
     /* Repeating it after a lost link only moves scheduled_at again. */
-    if (ce_write(c, SQL_REQUEUE, p, 2, &affected, err) < 0) return -1;
+    if (ce_run(c, CE_REPEAT, SQL_REQUEUE, p, 2, NULL, &affected, err) < 0) return -1;
     *done = affected > 0;
     return 0;
 }
@@ -131,27 +133,27 @@ int ce_list_scheduled(ce_conn *c, const char *queue, long long limit, long long 
                       ce_rows *out, ce_error *err)
 {
     ce_param p[3] = {ce_pstr(queue), ce_pint(limit), ce_pint(offset)};
-    return ce_read(c, SQL_SCHEDULED, p, 3, out, err);
+    return ce_run(c, CE_REPEAT, SQL_SCHEDULED, p, 3, out, NULL, err);
 }
 
 int ce_count_scheduled(ce_conn *c, const char *queue, long long *n, ce_error *err)
 {
     ce_param p[1] = {ce_pstr(queue)};
-    return ce_read_count(c, SQL_COUNT_SCHEDULED, p, 1, n, err);
+    return ce_run_count(c, CE_REPEAT, SQL_COUNT_SCHEDULED, p, 1, n, err);
 }
 
 int ce_list_processing(ce_conn *c, const char *queue, long long limit, long long offset,
                        ce_rows *out, ce_error *err)
 {
     ce_param p[3] = {ce_pstr(queue), ce_pint(limit), ce_pint(offset)};
-    return ce_read(c, SQL_PROCESSING, p, 3, out, err);
+    return ce_run(c, CE_REPEAT, SQL_PROCESSING, p, 3, out, NULL, err);
 }
 
 int ce_tasks_by_worker(ce_conn *c, const char *queue, const char *worker_id, ce_rows *out,
                        ce_error *err)
 {
     ce_param p[2] = {ce_pstr(queue), ce_pstr(worker_id)};
-    return ce_read(c, SQL_BY_WORKER, p, 2, out, err);
+    return ce_run(c, CE_REPEAT, SQL_BY_WORKER, p, 2, out, NULL, err);
 }
 
 /* An UPDATE of one column; a row that already held the value counts as found. */
@@ -162,12 +164,12 @@ static int set_column(ce_conn *c, const char *sql, const char *queue, const char
     unsigned long long affected = 0;
     long long n = 0;
     /* Setting a value twice is the same as once: safe to repeat. */
-    if (ce_write(c, sql, p, 3, &affected, err) < 0) return -1;
+    if (ce_run(c, CE_ONCE, sql, p, 3, NULL, &affected, err) < 0) return -1;
     if (affected) {
         *found = 1;
         return 0;
     }
-    if (ce_read_count(c, SQL_EXISTS, p + 1, 2, &n, err) < 0) return -1;
+    if (ce_run_count(c, CE_REPEAT, SQL_EXISTS, p + 1, 2, &n, err) < 0) return -1;
     *found = n > 0;
     return 0;
 }

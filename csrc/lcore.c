@@ -9,6 +9,7 @@
 
 #include "auxiliar.h"
 #include "config.h"
+#include "lcodec.h"
 #include "lbroker.h"
 #include "lrows.h"
 #include "process.h"
@@ -380,6 +381,7 @@ int luaopen_celers_core(lua_State *L)
     aux_error_open(L);
     lua_newtable(L);
     luaL_setfuncs(L, functions, 0);
+    lcodec_open(L);
     lbroker_open(L);
     lua_setfield(L, -2, "broker_methods");
     lua_pushliteral(L, CELERS_VERSION);

@@ -18,9 +18,10 @@ static const char SQL_LOCK[] = "SELECT GET_LOCK(CONCAT('celers_migrate:', MD5(DA
 static const char SQL_UNLOCK[] = "SELECT RELEASE_LOCK(CONCAT('celers_migrate:', MD5(DATABASE())))";
 static const char SQL_APPLIED[] = "SELECT version FROM celers_migrations";
 static const char SQL_RECORD[] = "INSERT INTO celers_migrations (version, name) VALUES (?, ?)";
+// clang-format off
 static const char SQL_LIST[] =
-    "SELECT version, name, " CE_EPOCH("applied_at") " FROM "
-                                                    "celers_migrations ORDER BY version";
+    "SELECT version, name, " CE_EPOCH("applied_at") " FROM celers_migrations ORDER BY version";
+// clang-format on
 
 /* Run each statement of a migration. A statement ends with the delimiter (';' unless a
  * "DELIMITER x" line, as in the mariadb client, changed it) at the end of a line. Lines that
@@ -118,12 +119,7 @@ int ce_migrate(ce_conn *c, int *applied, ce_error *err)
     return ce_conn_run(c, CE_REPEAT, migrate_op, applied, err);
 }
 
-static int list_op(ce_conn *c, void *ctx, ce_error *err)
-{
-    return ce_exec(c, SQL_LIST, NULL, 0, ctx, NULL, err);
-}
-
 int ce_list_migrations(ce_conn *c, ce_rows *out, ce_error *err)
 {
-    return ce_conn_run(c, CE_REPEAT, list_op, out, err);
+    return ce_run(c, CE_REPEAT, SQL_LIST, NULL, 0, out, NULL, err);
 }

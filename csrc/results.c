@@ -1,35 +1,29 @@
 /* Task results (admin.h): one row per task id, upserted; expired rows are never returned. */
 #include "admin.h"
 
-#define AGO "DATE_SUB(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)"
-
+// clang-format off
 static const char SQL_STORE[] =
     "INSERT INTO celers_results (id, task_id, task_name, result, result_type, error_message, "
-    "state, queue, created_at, completed_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NOW(6), "
-    "IF(?, NOW(6), NULL), DATE_ADD(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)) "
+    "state, queue, created_at, completed_at, expires_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NOW(6), IF(?, NOW(6), NULL), " CE_FROM_NOW("?") ") "
     /* the new values bound again: MySQL 8 deprecates VALUES() here, MariaDB lacks the alias */
     "ON DUPLICATE KEY UPDATE task_name = ?, result = ?, result_type = ?, error_message = ?, "
-    "state = ?, queue = ?, completed_at = IF(?, NOW(6), NULL), "
-    "expires_at = DATE_ADD(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)";
+    "state = ?, queue = ?, completed_at = IF(?, NOW(6), NULL), expires_at = " CE_FROM_NOW("?");
 
-static const char SQL_GET[] = "SELECT task_id, task_name, state, result, result_type, "
-                              "error_message, " CE_EPOCH("created_at") ", " CE_EPOCH(
-                                  "completed_at") ", " CE_EPOCH("expires_at") ", "
-                                                                              "queue, id FROM "
-                                                                              "celers_results "
-                                                                              "WHERE task_id = ? "
-                                                                              "AND queue = ? "
-                                                                              "AND (expires_at IS "
-                                                                              "NULL OR expires_at "
-                                                                              "> NOW(6))";
+static const char SQL_GET[] =
+    "SELECT task_id, task_name, state, result, result_type, error_message, "
+    CE_EPOCH("created_at") ", " CE_EPOCH("completed_at") ", " CE_EPOCH("expires_at") ", queue, id "
+    "FROM celers_results "
+    "WHERE task_id = ? AND queue = ? AND (expires_at IS NULL OR expires_at > NOW(6))";
 
 static const char SQL_DELETE[] = "DELETE FROM celers_results WHERE task_id = ? AND queue = ?";
 
 static const char SQL_ARCHIVE_COMPLETED[] =
-    "DELETE FROM celers_results WHERE queue = ? AND completed_at < " AGO
-    " LIMIT " CE_CHUNK_ROWS_SQL;
+    "DELETE FROM celers_results WHERE queue = ? AND completed_at < " CE_AGO("?") " "
+    "LIMIT " CE_CHUNK_ROWS_SQL;
 static const char SQL_ARCHIVE_EXPIRED[] =
     "DELETE FROM celers_results WHERE queue = ? AND expires_at <= NOW(6) LIMIT " CE_CHUNK_ROWS_SQL;
+// clang-format on
 
 int ce_store_result(ce_conn *c, const char *queue, const char *task_id, const ce_result_spec *r,
                     ce_error *err)
@@ -49,20 +43,20 @@ int ce_store_result(ce_conn *c, const char *queue, const char *task_id, const ce
     p[9] = r->has_ttl ? ce_pdouble(r->ttl) : ce_pnull();
     for (int i = 2; i < 10; i++)
         p[8 + i] = p[i];
-    return ce_write(c, SQL_STORE, p, 18, NULL, err);
+    return ce_run(c, CE_ONCE, SQL_STORE, p, 18, NULL, NULL, err);
 }
 
 int ce_get_result(ce_conn *c, const char *queue, const char *task_id, ce_rows *out, ce_error *err)
 {
     ce_param p[2] = {ce_pstr(task_id), ce_pstr(queue)};
-    return ce_read(c, SQL_GET, p, 2, out, err);
+    return ce_run(c, CE_REPEAT, SQL_GET, p, 2, out, NULL, err);
 }
 
 int ce_delete_result(ce_conn *c, const char *queue, const char *task_id, int *found, ce_error *err)
 {
     ce_param p[2] = {ce_pstr(task_id), ce_pstr(queue)};
     unsigned long long affected = 0;
-    if (ce_write(c, SQL_DELETE, p, 2, &affected, err) < 0) return -1;
+    if (ce_run(c, CE_ONCE, SQL_DELETE, p, 2, NULL, &affected, err) < 0) return -1;
     *found = affected > 0;
     return 0;
 }

@@ -1,5 +1,6 @@
 #include "statement.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -233,6 +234,61 @@ int ce_exec(ce_conn *c, const char *sql, const ce_param *params, unsigned int np
 done:
     if (binds != stack) free(binds);
     return rc;
+}
+
+int ce_exec_count(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, long long *out,
+                  ce_error *err)
+{
+    ce_rows rows = {0};
+    if (ce_exec(c, sql, p, n, &rows, NULL, err) < 0) return -1;
+    *out = rows.nrows ? ce_cell_int(&rows, 0, 0, 0) : 0;
+    ce_rows_free(&rows);
+    return 0;
+}
+
+int ce_exec_string(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, char *out,
+                   size_t outlen, int *found, ce_error *err)
+{
+    ce_rows rows = {0};
+    if (ce_exec(c, sql, p, n, &rows, NULL, err) < 0) return -1;
+    *found = rows.nrows > 0 && CE_CELL(&rows, 0, 0)->data;
+    if (*found) snprintf(out, outlen, "%s", CE_CELL(&rows, 0, 0)->data);
+    ce_rows_free(&rows);
+    return 0;
+}
+
+typedef struct {
+    const char *sql;
+    const ce_param *p;
+    unsigned int n;
+    ce_rows *out;
+    unsigned long long affected;
+    long long *count; /* ce_run_count: keep the first cell only */
+} run_ctx;
+
+static int run_op(ce_conn *c, void *vctx, ce_error *err)
+{
+    run_ctx *x = vctx;
+    if (x->count) return ce_exec_count(c, x->sql, x->p, x->n, x->count, err);
+    return ce_exec(c, x->sql, x->p, x->n, x->out, &x->affected, err);
+}
+
+int ce_run(ce_conn *c, ce_repeat repeat, const char *sql, const ce_param *p, unsigned int n,
+           ce_rows *out, unsigned long long *affected, ce_error *err)
+{
+    run_ctx x = {sql, p, n, out, 0, NULL};
+    if (out) memset(out, 0, sizeof *out);
+    if (ce_conn_run(c, repeat, run_op, &x, err) < 0) return -1;
+    if (affected) *affected = x.affected;
+    return 0;
+}
+
+int ce_run_count(ce_conn *c, ce_repeat repeat, const char *sql, const ce_param *p, unsigned int n,
+                 long long *out, ce_error *err)
+{
+    run_ctx x = {sql, p, n, NULL, 0, out};
+    *out = 0;
+    return ce_conn_run(c, repeat, run_op, &x, err);
 }
 
 long long ce_cell_int(const ce_rows *rows, unsigned int r, unsigned int col, long long dflt)

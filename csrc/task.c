@@ -9,56 +9,38 @@
 
 /* ---- SQL ---------------------------------------------------------------------------- */
 
+// clang-format off
 /* Settling is fenced by the claim: a NULL claim parameter matches any claim (bare id). */
 #define FENCE "id = ? AND state = 'processing' AND claim_id <=> COALESCE(?, claim_id)"
 
 static const char SQL_CLAIM[] =
-    "SELECT id, task_name, payload, payload_type, priority, retry_count + 1, max_retries, "
-    "queue, "
-    "'processing', " CE_EPOCH("created_at") ", " CE_EPOCH("scheduled_at") ", " CE_EPOCH(
-        "NOW(6)") ", NULL, ?, error_message, metadata, "
-                  "?, " CE_EPOCH("DATE_ADD(NOW(6), INTERVAL "
-                                 "ROUND(1000000 * "
-                                 "COALESCE(timeout_seconds, ?)) "
-                                 "MICROSECOND)") ", "
-                                                 "timeout_"
-                                                 "seconds, "
-                                                 "idempotency_"
-                                                 "key, NOW(6) "
-                                                 "FROM "
-                                                 "celers_tasks "
-                                                 "WHERE queue = "
-                                                 "? AND state = "
-                                                 "'pending' AND "
-                                                 "scheduled_at "
-                                                 "<= NOW(6) "
-                                                 "AND NOT EXISTS "
-                                                 "(SELECT 1 FROM "
-                                                 "celers_queue_"
-                                                 "pauses WHERE "
-                                                 "queue = ?) "
-                                                 "ORDER BY "
-                                                 "priority DESC, "
-                                                 "scheduled_at, "
-                                                 "id LIMIT ? FOR "
-                                                 "UPDATE SKIP "
-                                                 "LOCKED";
+    "SELECT id, task_name, payload, payload_type, priority, retry_count + 1, max_retries, queue, "
+    "'processing', " CE_EPOCH("created_at") ", " CE_EPOCH("scheduled_at") ", " CE_EPOCH("NOW(6)") ", "
+    "NULL, ?, error_message, metadata, "
+    "?, " CE_EPOCH(CE_FROM_NOW("COALESCE(timeout_seconds, ?)")) ", "
+    "timeout_seconds, idempotency_key, NOW(6) "
+    "FROM celers_tasks "
+    "WHERE queue = ? AND state = 'pending' AND scheduled_at <= NOW(6) "
+    "AND NOT EXISTS (SELECT 1 FROM celers_queue_pauses WHERE queue = ?) "
+    "ORDER BY priority DESC, scheduled_at, id LIMIT ? FOR UPDATE SKIP LOCKED";
 
-#define CLAIM_UPDATE                                                                               \
-    "UPDATE celers_tasks SET state = 'processing', started_at = CAST(? AS DATETIME(6)), "          \
-    "worker_id = ?, claim_id = ?, retry_count = retry_count + 1, "                                 \
-    "lease_expires_at = DATE_ADD(CAST(? AS DATETIME(6)), "                                         \
+#define CLAIM_UPDATE \
+    "UPDATE celers_tasks SET state = 'processing', started_at = CAST(? AS DATETIME(6)), " \
+    "worker_id = ?, claim_id = ?, retry_count = retry_count + 1, " \
+    "lease_expires_at = DATE_ADD(CAST(? AS DATETIME(6)), " \
     "INTERVAL ROUND(1000000 * COALESCE(timeout_seconds, ?)) MICROSECOND) WHERE id "
 #define CLAIM_UPDATE_PARAMS 5
 
-static const char SQL_ACK[] = "UPDATE celers_tasks SET state = 'completed', completed_at = NOW(6), "
-                              "lease_expires_at = NULL WHERE " FENCE;
+static const char SQL_ACK[] =
+    "UPDATE celers_tasks SET state = 'completed', completed_at = NOW(6), lease_expires_at = NULL "
+    "WHERE " FENCE;
 
 static const char SQL_RETRY[] =
-    "UPDATE celers_tasks SET state = 'pending', scheduled_at = DATE_ADD(NOW(6), INTERVAL "
-    "ROUND(1000000 * COALESCE(?, LEAST(?, ? * POW(?, LEAST(GREATEST(retry_count - 1, 0), 64))))) "
-    "MICROSECOND), error_message = COALESCE(?, error_message), worker_id = NULL, "
-    "claim_id = NULL, lease_expires_at = NULL WHERE " FENCE " AND retry_count <= max_retries";
+    "UPDATE celers_tasks SET state = 'pending', "
+    "scheduled_at = " CE_FROM_NOW("COALESCE(?, LEAST(?, ? * POW(?, LEAST(GREATEST(retry_count - 1, 0), 64))))") ", "
+    "error_message = COALESCE(?, error_message), worker_id = NULL, claim_id = NULL, "
+    "lease_expires_at = NULL "
+    "WHERE " FENCE " AND retry_count <= max_retries";
 
 static const char SQL_LOCK_HELD[] = "SELECT id FROM celers_tasks WHERE " FENCE " FOR UPDATE";
 
@@ -71,28 +53,26 @@ static const char SQL_COPY_TO_DLQ[] =
 static const char SQL_DELETE_TASK[] = "DELETE FROM celers_tasks WHERE id = ?";
 
 static const char SQL_TOUCH[] =
-    "UPDATE celers_tasks SET lease_expires_at = DATE_ADD(NOW(6), INTERVAL "
-    "ROUND(1000000 * COALESCE(?, timeout_seconds, ?)) MICROSECOND) WHERE " FENCE;
+    "UPDATE celers_tasks SET lease_expires_at = " CE_FROM_NOW("COALESCE(?, timeout_seconds, ?)") " "
+    "WHERE " FENCE;
 
 static const char SQL_CANCEL[] =
     "UPDATE celers_tasks SET state = 'cancelled', completed_at = NOW(6), lease_expires_at = NULL "
     "WHERE id = ? AND state IN ('pending', 'processing')";
 
 /* A held task is overdue when its lease ran out, or (with a threshold) it started too long ago. */
-#define OVERDUE                                                                                    \
-    "queue = ? AND state = 'processing' AND (lease_expires_at < NOW(6) OR (? IS NOT NULL AND "     \
-    "started_at < DATE_SUB(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)))"
+#define OVERDUE \
+    "queue = ? AND state = 'processing' " \
+    "AND (lease_expires_at < NOW(6) OR (? IS NOT NULL AND started_at < " CE_AGO("?") "))"
 
 static const char SQL_RECOVER[] =
     "UPDATE celers_tasks SET state = 'pending', worker_id = NULL, claim_id = NULL, "
-    "lease_expires_at = NULL, error_message = 'lease expired' WHERE " OVERDUE
-    " AND retry_count <= max_retries";
+    "lease_expires_at = NULL, error_message = 'lease expired' "
+    "WHERE " OVERDUE " AND retry_count <= max_retries";
 
 static const char SQL_OVERDUE_SPENT[] =
     "SELECT id FROM celers_tasks WHERE " OVERDUE " AND retry_count > max_retries "
-    "LIMIT "
-    "100"
-    " FOR UPDATE SKIP LOCKED";
+    "LIMIT 100 FOR UPDATE SKIP LOCKED";
 
 static const char SQL_PAUSE[] =
     "INSERT INTO celers_queue_pauses (queue) VALUES (?) ON DUPLICATE KEY UPDATE queue = queue";
@@ -101,6 +81,7 @@ static const char SQL_IS_PAUSED[] = "SELECT COUNT(*) FROM celers_queue_pauses WH
 static const char SQL_QUEUE_SIZE[] =
     "SELECT COUNT(*) FROM celers_tasks WHERE queue = ? AND state = 'pending'";
 static const char SQL_GET_TASK[] = "SELECT " CE_TASK_COLUMNS " FROM celers_tasks WHERE id = ?";
+// clang-format on
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
@@ -133,16 +114,6 @@ static char *pairs_sql(const char *head, size_t n)
         s += sprintf(s, i ? ",(?,?)" : "(?,?)");
     strcpy(s, ")");
     return sql;
-}
-
-static int one_count(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, long long *out,
-                     ce_error *err)
-{
-    ce_rows rows = {0};
-    if (ce_exec(c, sql, p, n, &rows, NULL, err) < 0) return -1;
-    *out = rows.nrows ? ce_cell_int(&rows, 0, 0, 0) : 0;
-    ce_rows_free(&rows);
-    return 0;
 }
 
 /* Copy a held task to the DLQ and delete it; the caller holds the row lock in a transaction. */
@@ -255,31 +226,20 @@ void ce_recover_if_due(ce_conn *c, const char *queue)
 
 /* ---- settle ------------------------------------------------------------------------- */
 
-typedef struct {
-    const char *sql;
-    ce_param p[8];
-    unsigned int np;
-    unsigned long long affected;
-} update_ctx;
-
-static int update_op(ce_conn *c, void *vctx, ce_error *err)
-{
-    update_ctx *x = vctx;
-    return ce_exec(c, x->sql, x->p, x->np, NULL, &x->affected, err);
-}
-
 /* A single fenced UPDATE: it may have landed when the link drops, so it is never repeated. */
-static int run_update(ce_conn *c, update_ctx *x, int *ok, ce_error *err)
+static int settle_once(ce_conn *c, const char *sql, const ce_param *p, unsigned int n, int *ok,
+                       ce_error *err)
 {
-    if (ce_conn_run(c, CE_ONCE, update_op, x, err) < 0) return -1;
-    if (ok) *ok = x->affected > 0;
+    unsigned long long affected = 0;
+    if (ce_run(c, CE_ONCE, sql, p, n, NULL, &affected, err) < 0) return -1;
+    if (ok) *ok = affected > 0;
     return 0;
 }
 
 int ce_ack(ce_conn *c, ce_task_ref ref, int *ok, ce_error *err)
 {
-    update_ctx x = {SQL_ACK, {ce_pstr(ref.id), ce_pstr(ref.claim_id)}, 2, 0};
-    return run_update(c, &x, ok, err);
+    ce_param p[2] = {ce_pstr(ref.id), ce_pstr(ref.claim_id)};
+    return settle_once(c, SQL_ACK, p, 2, ok, err);
 }
 
 /* Pairs per ack_batch statement: 1000 parameters, far below the protocol's 65535. */
@@ -365,14 +325,15 @@ int ce_reject(ce_conn *c, ce_task_ref ref, int requeue, double delay, const char
     dlq_ctx d = {ref, error, 0};
     *outcome = 0;
     if (requeue) {
-        update_ctx x = {SQL_RETRY,
-                        {delay >= 0 ? ce_pdouble(delay) : ce_pnull(), ce_pdouble(c->cfg.retry_max),
-                         ce_pdouble(c->cfg.retry_base), ce_pdouble(c->cfg.retry_factor),
-                         ce_pstr(error), ce_pstr(ref.id), ce_pstr(ref.claim_id)},
-                        7,
-                        0};
+        ce_param p[7] = {delay >= 0 ? ce_pdouble(delay) : ce_pnull(),
+                         ce_pdouble(c->cfg.retry_max),
+                         ce_pdouble(c->cfg.retry_base),
+                         ce_pdouble(c->cfg.retry_factor),
+                         ce_pstr(error),
+                         ce_pstr(ref.id),
+                         ce_pstr(ref.claim_id)};
         int ok = 0;
-        if (run_update(c, &x, &ok, err) < 0) return -1;
+        if (settle_once(c, SQL_RETRY, p, 7, &ok, err) < 0) return -1;
         if (ok) {
             *outcome = 1;
             return 0;
@@ -386,12 +347,9 @@ int ce_reject(ce_conn *c, ce_task_ref ref, int requeue, double delay, const char
 
 int ce_touch(ce_conn *c, ce_task_ref ref, double seconds, int *ok, ce_error *err)
 {
-    update_ctx x = {SQL_TOUCH,
-                    {seconds >= 0 ? ce_pdouble(seconds) : ce_pnull(), ce_pdouble(c->cfg.lease),
-                     ce_pstr(ref.id), ce_pstr(ref.claim_id)},
-                    4,
-                    0};
-    return run_update(c, &x, ok, err);
+    ce_param p[4] = {seconds >= 0 ? ce_pdouble(seconds) : ce_pnull(), ce_pdouble(c->cfg.lease),
+                     ce_pstr(ref.id), ce_pstr(ref.claim_id)};
+    return settle_once(c, SQL_TOUCH, p, 4, ok, err);
 }
 
 typedef struct {
@@ -403,9 +361,11 @@ typedef struct {
 
 static int touch_batch_op(ce_conn *c, void *vctx, ce_error *err)
 {
-    static const char update[] = "UPDATE celers_tasks SET lease_expires_at = DATE_ADD(NOW(6), "
-                                 "INTERVAL ROUND(1000000 * COALESCE(?, timeout_seconds, ?)) "
-                                 "MICROSECOND) WHERE state = 'processing' AND (id, claim_id) IN (";
+    // clang-format off
+    static const char update[] =
+        "UPDATE celers_tasks SET lease_expires_at = " CE_FROM_NOW("COALESCE(?, timeout_seconds, ?)") " "
+        "WHERE state = 'processing' AND (id, claim_id) IN (";
+    // clang-format on
     static const char still[] =
         "SELECT id, claim_id FROM celers_tasks WHERE state = 'processing' AND "
         "(id, claim_id) IN (";
@@ -471,8 +431,8 @@ int ce_touch_batch(ce_conn *c, const ce_task_ref *refs, size_t n, double seconds
 
 int ce_cancel(ce_conn *c, const char *id, int *ok, ce_error *err)
 {
-    update_ctx x = {SQL_CANCEL, {ce_pstr(id)}, 1, 0};
-    return run_update(c, &x, ok, err);
+    ce_param p[1] = {ce_pstr(id)};
+    return settle_once(c, SQL_CANCEL, p, 1, ok, err);
 }
 
 /* ---- lease recovery ----------------------------------------------------------------- */
@@ -532,61 +492,34 @@ int ce_recover_expired(ce_conn *c, const char *queue, double older_than,
 
 int ce_pause(ce_conn *c, const char *queue, ce_error *err)
 {
-    update_ctx x = {SQL_PAUSE, {ce_pstr(queue)}, 1, 0};
+    ce_param p[1] = {ce_pstr(queue)};
     /* Pausing twice is the same as once: safe to repeat. */
-    return ce_conn_run(c, CE_REPEAT, update_op, &x, err);
+    return ce_run(c, CE_REPEAT, SQL_PAUSE, p, 1, NULL, NULL, err);
 }
 
 int ce_resume(ce_conn *c, const char *queue, ce_error *err)
 {
-    update_ctx x = {SQL_RESUME, {ce_pstr(queue)}, 1, 0};
-    return ce_conn_run(c, CE_REPEAT, update_op, &x, err);
-}
-
-typedef struct {
-    const char *sql;
-    ce_param p[4];
-    unsigned int np;
-    long long value;
-} count_ctx;
-
-static int count_op(ce_conn *c, void *vctx, ce_error *err)
-{
-    count_ctx *x = vctx;
-    return one_count(c, x->sql, x->p, x->np, &x->value, err);
+    ce_param p[1] = {ce_pstr(queue)};
+    return ce_run(c, CE_REPEAT, SQL_RESUME, p, 1, NULL, NULL, err);
 }
 
 int ce_is_paused(ce_conn *c, const char *queue, int *paused, ce_error *err)
 {
-    count_ctx x = {SQL_IS_PAUSED, {ce_pstr(queue)}, 1, 0};
-    if (ce_conn_run(c, CE_REPEAT, count_op, &x, err) < 0) return -1;
-    *paused = x.value > 0;
+    ce_param p[1] = {ce_pstr(queue)};
+    long long n = 0;
+    if (ce_run_count(c, CE_REPEAT, SQL_IS_PAUSED, p, 1, &n, err) < 0) return -1;
+    *paused = n > 0;
     return 0;
 }
 
 int ce_queue_size(ce_conn *c, const char *queue, long long *size, ce_error *err)
 {
-    count_ctx x = {SQL_QUEUE_SIZE, {ce_pstr(queue)}, 1, 0};
-    if (ce_conn_run(c, CE_REPEAT, count_op, &x, err) < 0) return -1;
-    *size = x.value;
-    return 0;
-}
-
-typedef struct {
-    const char *sql;
-    ce_param p[4];
-    unsigned int np;
-    ce_rows *out;
-} rows_ctx;
-
-static int rows_op(ce_conn *c, void *vctx, ce_error *err)
-{
-    rows_ctx *x = vctx;
-    return ce_exec(c, x->sql, x->p, x->np, x->out, NULL, err);
+    ce_param p[1] = {ce_pstr(queue)};
+    return ce_run_count(c, CE_REPEAT, SQL_QUEUE_SIZE, p, 1, size, err);
 }
 
 int ce_get_task(ce_conn *c, const char *id, ce_rows *out, ce_error *err)
 {
-    rows_ctx x = {SQL_GET_TASK, {ce_pstr(id)}, 1, out};
-    return ce_conn_run(c, CE_REPEAT, rows_op, &x, err);
+    ce_param p[1] = {ce_pstr(id)};
+    return ce_run(c, CE_REPEAT, SQL_GET_TASK, p, 1, out, NULL, err);
 }

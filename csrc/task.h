@@ -33,28 +33,14 @@ enum ce_task_col {
     CE_T_NCOLS
 };
 
+// clang-format off
 /* SELECT list producing those columns from celers_tasks; times as Unix seconds (CE_EPOCH). */
-#define CE_TASK_COLUMNS                                                                            \
-    "id, task_name, payload, payload_type, priority, retry_count, max_retries, queue, "            \
-    "state, " CE_EPOCH("created_at") ", " CE_EPOCH("scheduled_at") ", " CE_EPOCH(                  \
-        "started_at") ", " CE_EPOCH("completed_at") ", worker_id, error_message, metadata, "       \
-                                                    "claim_id, " CE_EPOCH("lease_expires_at") ", " \
-                                                                                              "ti" \
-                                                                                              "me" \
-                                                                                              "ou" \
-                                                                                              "t_" \
-                                                                                              "se" \
-                                                                                              "co" \
-                                                                                              "nd" \
-                                                                                              "s," \
-                                                                                              " i" \
-                                                                                              "de" \
-                                                                                              "mp" \
-                                                                                              "ot" \
-                                                                                              "en" \
-                                                                                              "cy" \
-                                                                                              "_k" \
-                                                                                              "ey"
+#define CE_TASK_COLUMNS \
+    "id, task_name, payload, payload_type, priority, retry_count, max_retries, queue, state, " \
+    CE_EPOCH("created_at") ", " CE_EPOCH("scheduled_at") ", " CE_EPOCH("started_at") ", " \
+    CE_EPOCH("completed_at") ", worker_id, error_message, metadata, claim_id, " \
+    CE_EPOCH("lease_expires_at") ", timeout_seconds, idempotency_key"
+// clang-format on
 
 /* Reference to a claimed task: the id and the claim that fences settling.
  * claim_id NULL fences on state alone (the caller passed a bare id). */

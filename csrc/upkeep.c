@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define AGO "DATE_SUB(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND)"
 #define TABLES                                                                                     \
     "celers_tasks, celers_dead_letter_queue, celers_task_history, celers_results, "                \
     "celers_queue_pauses, celers_recurring_runs, celers_workers, celers_migrations"
@@ -17,9 +16,12 @@ static const char SQL_SIZES[] =
 static const char SQL_OPTIMIZE[] = "OPTIMIZE TABLE " TABLES;
 static const char SQL_ANALYZE[] = "ANALYZE TABLE " TABLES;
 
+// clang-format off
 static const char SQL_OLD_COMPLETED[] =
-    "SELECT id FROM celers_tasks WHERE queue = ? AND state = 'completed' AND completed_at < " AGO
-    " LIMIT " CE_CHUNK_ROWS_SQL " FOR UPDATE SKIP LOCKED";
+    "SELECT id FROM celers_tasks "
+    "WHERE queue = ? AND state = 'completed' AND completed_at < " CE_AGO("?") " "
+    "LIMIT " CE_CHUNK_ROWS_SQL " FOR UPDATE SKIP LOCKED";
+// clang-format on
 #define TO_HISTORY                                                                                 \
     "INSERT INTO celers_task_history (task_id, task_name, state, worker_id, error_message, "       \
     "queue, priority, retry_count, task_created_at, started_at, completed_at, created_at) "        \
@@ -70,13 +72,13 @@ int ce_check_health(ce_conn *c, const char *queue, ce_health *h, ce_error *err)
 
 int ce_table_sizes(ce_conn *c, ce_rows *out, ce_error *err)
 {
-    return ce_read(c, SQL_SIZES, NULL, 0, out, err);
+    return ce_run(c, CE_REPEAT, SQL_SIZES, NULL, 0, out, NULL, err);
 }
 
 int ce_optimize_tables(ce_conn *c, int analyze, ce_rows *out, ce_error *err)
 {
     /* Both are safe to run again after a lost link. */
-    return ce_read(c, analyze ? SQL_ANALYZE : SQL_OPTIMIZE, NULL, 0, out, err);
+    return ce_run(c, CE_REPEAT, analyze ? SQL_ANALYZE : SQL_OPTIMIZE, NULL, 0, out, NULL, err);
 }
 
 /* ---- archiving ------------------------------------------------------------------------ */

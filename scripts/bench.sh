@@ -29,3 +29,5 @@ export LUA_CPATH="$ROOT/build/lua5.4/?.so;;"
 echo "server: $(mariadb --version | head -1)"
 echo "machine: $(nproc) cores; figures are tasks/second, best of ${BENCH_ROUNDS:-3} rounds each"
 lua5.4 bench/bench.lua
+lua5.4 bench/json.lua
+make build LUA=luajit >/dev/null && LUA_CPATH="$ROOT/build/luajit/?.so;;" luajit bench/json.lua

@@ -9,112 +9,56 @@
 -- then lines of kind "task", "dlq" (dead-letter entries) and "result". A payload travels as
 -- its stored bytes: "body" (a JSON string) when they are valid UTF-8, else "body_base64";
 -- "payload_type" ("raw"/"json") is kept. Times are Unix seconds written as strings with six
--- decimals (microseconds survive; JSON numbers would be rounded by the encoder).
+-- decimals (the format's version 1 chose strings; microseconds survive either way).
 --
 -- Import goes through broker:enqueue_batch(list, { skip_existing = true }) in batches: ids,
 -- names, queues, priorities, max_retries, timeouts, scheduled_at, metadata, idempotency keys
 -- and the payload bytes are kept; rows whose id exists already are left alone, so an import
--- can be re-run. Every imported task is pending (its retry count starts over, created_at is
--- the import time). Dead-letter entries are restored as pending tasks (with their original
--- task id) only with requeue_dlq = true; results are stored again with store_result.
+-- can be re-run. With opts.queue (the CLI's --into-queue), a task from another queue is a
+-- copy: it gets the id copy_id(id, queue), so copying a queue works while the source rows
+-- still exist, and a re-run skips the copies it made. Metadata and JSON results go through
+-- celers.json, so their numbers, [] and {} come back exactly. Every imported task is pending
+-- (its retry count starts over, created_at is the import time). Dead-letter entries are
+-- restored as pending tasks (with their original task id, or its copy id) only with
+-- requeue_dlq = true; results are stored again with store_result.
 
 local celers = require "celers"
+local core = require "celers.core"
 
 local M = {}
 
-local json = require("cjson").new()
-json.encode_sparse_array(true)
-json.encode_keep_buffer(false)
+-- The exact codec (docs/json.md): metadata numbers, [] and {} come back as they went out.
+local json = celers.json
 
 M.FORMAT = "celers-jsonl"
 M.VERSION = 1
 
----------------------------------------------------------------- base64 and UTF-8
+---------------------------------------------------------------- base64, UTF-8 and copy ids
 
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-local ENC, DEC = {}, {}
-for i = 1, 64 do
-  ENC[i - 1] = B64:sub(i, i)
-  DEC[B64:byte(i)] = i - 1
-end
-local floor = math.floor
-
---- Encode bytes as base64 (standard alphabet, with padding).
-function M.base64_encode(s)
-  local out, n = {}, #s
-  for i = 1, n - 2, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local v = a * 65536 + b * 256 + c
-    out[#out + 1] = ENC[floor(v / 262144)] .. ENC[floor(v / 4096) % 64]
-      .. ENC[floor(v / 64) % 64] .. ENC[v % 64]
-  end
-  local rest = n % 3
-  if rest == 1 then
-    local v = s:byte(n) * 65536
-    out[#out + 1] = ENC[floor(v / 262144)] .. ENC[floor(v / 4096) % 64] .. "=="
-  elseif rest == 2 then
-    local a, b = s:byte(n - 1, n)
-    local v = a * 65536 + b * 256
-    out[#out + 1] = ENC[floor(v / 262144)] .. ENC[floor(v / 4096) % 64] .. ENC[floor(v / 64) % 64] .. "="
-  end
-  return table.concat(out)
-end
-
---- Decode base64; nil and a message when the text is not base64.
-function M.base64_decode(s)
-  s = s:gsub("%s", "")
-  if #s % 4 ~= 0 or s:find("[^%w%+/=]") or s:find("=[^=]") then return nil, "invalid base64" end
-  local out = {}
-  local chunk = {}
-  for i = 1, #s, 4 do
-    local a, b, c, d = s:byte(i, i + 3)
-    local va, vb = DEC[a], DEC[b]
-    local vc, vd = DEC[c] or 0, DEC[d] or 0
-    if not va or not vb then return nil, "invalid base64" end
-    local v = va * 262144 + vb * 4096 + vc * 64 + vd
-    local x, y, z = floor(v / 65536), floor(v / 256) % 256, v % 256
-    if c == 61 then
-      chunk[#chunk + 1] = string.char(x)
-    elseif d == 61 then
-      chunk[#chunk + 1] = string.char(x, y)
-    else
-      chunk[#chunk + 1] = string.char(x, y, z)
-    end
-    if #chunk >= 4096 then
-      out[#out + 1] = table.concat(chunk)
-      chunk = {}
-    end
-  end
-  out[#out + 1] = table.concat(chunk)
-  return table.concat(out)
-end
-
+-- In C (celers.core): base64_decode returns nil and a message when the text is not base64.
+M.base64_encode = core.base64_encode
+M.base64_decode = core.base64_decode
 --- Is s valid UTF-8 (no overlongs, no surrogates, at most U+10FFFF)?
-function M.valid_utf8(s)
-  if not s:find("[\128-\255]") then return true end
-  local i, n = 1, #s
-  while i <= n do
-    local c = s:byte(i)
-    if c < 0x80 then
-      i = i + 1
-    else
-      local len, min
-      if c >= 0xC2 and c <= 0xDF then len, min = 2, 0x80
-      elseif c >= 0xE0 and c <= 0xEF then len, min = 3, 0x800
-      elseif c >= 0xF0 and c <= 0xF4 then len, min = 4, 0x10000
-      else return false end
-      if i + len - 1 > n then return false end
-      local cp = c % (2 ^ (7 - len))
-      for k = i + 1, i + len - 1 do
-        local b = s:byte(k)
-        if b < 0x80 or b > 0xBF then return false end
-        cp = cp * 64 + (b - 0x80)
-      end
-      if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then return false end
-      i = i + len
-    end
-  end
-  return true
+M.valid_utf8 = core.utf8_valid
+
+-- 32 bits of (s), one of three independent polynomial hashes; exact on Lua 5.4 and LuaJIT
+-- (every product stays below 2^53).
+local function hash32(s, mult, seed)
+  local h = seed
+  for i = 1, #s do h = (h * mult + s:byte(i)) % 4294967291 end
+  return h
+end
+
+--- The id of the copy of task `id` in queue `queue`: the source id's 48-bit time prefix (so
+-- copies keep their order) and version-7 random bits taken from a hash of (id, queue), so
+-- an import re-run finds the copies it made before and skips them.
+function M.copy_id(id, queue)
+  local s = id .. "\0" .. queue
+  local a, b, c = hash32(s, 257, 7), hash32(s, 65599, 11), hash32(s, 131, 13)
+  local hex = ("%08x%08x%08x"):format(a, b, c)
+  local variant = ("89ab"):sub(a % 4 + 1, a % 4 + 1)
+  return id:sub(1, 8) .. "-" .. id:sub(10, 13) .. "-7" .. hex:sub(1, 3) .. "-" .. variant
+    .. hex:sub(4, 6) .. "-" .. hex:sub(7, 18)
 end
 
 local function put_body(line, bytes)
@@ -278,12 +222,15 @@ end
 local IMPORT_OPTIONS = { batch = true, on_error = true, progress = true, requeue_dlq = true,
                          results = true, queue = true, max_errors = true }
 
+local floor = math.floor
+
 local function is_int(v) return type(v) == "number" and v == floor(v) end
 
 -- A line object -> a spec for enqueue_batch, or nil and what is wrong.
 local function task_spec(obj, as_dlq, queue)
   local id = as_dlq and obj.task_id or obj.id
   if type(id) ~= "string" or #id ~= 36 then return nil, "'id' must be a 36-character UUID string" end
+  if queue and obj.queue ~= queue then id = M.copy_id(id, queue) end
   if type(obj.name) ~= "string" or obj.name == "" then return nil, "'name' must be a non-empty string" end
   local body, berr = get_body(obj)
   if not body then return nil, berr end
@@ -292,7 +239,7 @@ local function task_spec(obj, as_dlq, queue)
   local spec = { id = id, name = obj.name, payload = body, payload_type = ptype }
   if obj.priority ~= nil then
     if not is_int(obj.priority) then return nil, "'priority' must be an integer" end
-    spec.priority = floor(obj.priority) -- an integer under 5.4 (cjson decodes floats)
+    spec.priority = floor(obj.priority) -- an integer under 5.4 even if written as 2.0
   end
   if obj.max_retries ~= nil then
     if not is_int(obj.max_retries) or obj.max_retries < 0 then
@@ -316,7 +263,16 @@ local function task_spec(obj, as_dlq, queue)
     spec.eta = t + 2.5e-7
   end
   if obj.metadata ~= nil and obj.metadata ~= json.null then
-    if type(obj.metadata) ~= "table" then return nil, "'metadata' must be a JSON object" end
+    if type(obj.metadata) == "string" then
+      -- JSON text this Lua could not decode on export (LuaJIT: an integer beyond 2^53),
+      -- stored back as that very text
+      local ok, err = pcall(json.decode, obj.metadata)
+      if not ok and not tostring(err):find("cannot be held exactly", 1, true) then
+        return nil, "'metadata' is not JSON: " .. tostring(err):gsub("^celers: ", "")
+      end
+    elseif type(obj.metadata) ~= "table" then
+      return nil, "'metadata' must be a JSON object"
+    end
     spec.metadata = obj.metadata
   end
   if not as_dlq and obj.idempotency_key ~= nil and obj.idempotency_key ~= json.null then
@@ -343,10 +299,12 @@ end
 -- and go on; "abort": stop at the first bad line, after importing every line before it),
 -- progress(info) with info = {lines=, bytes=, total_bytes=, inserted=, existing=, bad=},
 -- requeue_dlq (restore dead-letter entries as pending tasks), results (store result lines;
--- default true), queue (put every task into this queue), max_errors (bad lines kept in the
+-- default true), queue (copy every task into this queue: tasks from other queues get the id
+-- copy_id(id, queue), and their results follow them), max_errors (bad lines kept in the
 -- report, 100).
 -- Returns a report {lines=, tasks=, inserted=, existing=, bad=, errors={ {line=, error=} },
--- dlq=, dlq_skipped=, results=}; or nil, err, report when aborted or the database failed.
+-- dlq=, dlq_skipped=, results=, copied=}; or nil, err, report when aborted or the database
+-- failed. copied counts the tasks given a copy id.
 function M.import(broker, src, opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bulk.import: 'opts' must be a table", 2) end
@@ -364,9 +322,10 @@ function M.import(broker, src, opts)
   local inp, owned, size = open_in(src)
   if not inp then return nil, owned end
   local rep = { lines = 0, tasks = 0, inserted = 0, existing = 0, bad = 0, errors = {},
-                dlq = 0, dlq_skipped = 0, results = 0 }
+                dlq = 0, dlq_skipped = 0, results = 0, copied = 0 }
   local bytes = 0
   local pending, results = {}, {}
+  local copies = {} -- source id -> copy id, for the result lines that follow their task
 
   local function flush()
     if #pending > 0 then
@@ -422,6 +381,10 @@ function M.import(broker, src, opts)
       elseif obj.kind == "task" or obj.kind == nil or (obj.kind == "dlq" and opts.requeue_dlq) then
         local spec, why = task_spec(obj, obj.kind == "dlq", opts.queue)
         if spec then
+          if spec.id ~= (obj.kind == "dlq" and obj.task_id or obj.id) then
+            rep.copied = rep.copied + 1
+            if opts.results ~= false then copies[obj.kind == "dlq" and obj.task_id or obj.id] = spec.id end
+          end
           pending[#pending + 1] = spec
           rep.tasks = rep.tasks + 1
           if obj.kind == "dlq" then rep.dlq = rep.dlq + 1 end
@@ -448,12 +411,20 @@ function M.import(broker, src, opts)
                 problem = berr
               elseif obj.result_type == "json" then
                 local okr, v = pcall(json.decode, body)
-                if okr and v ~= json.null then spec.result = v else spec.result = body end
+                if not okr then
+                  problem = "result: " .. tostring(v):gsub("^celers: ", "")
+                elseif v ~= json.null then
+                  spec.result = v
+                else
+                  spec.result = body
+                end
               else
                 spec.result = body
               end
             end
-            if not problem then results[#results + 1] = { task_id = obj.task_id, spec = spec } end
+            if not problem then
+              results[#results + 1] = { task_id = copies[obj.task_id] or obj.task_id, spec = spec }
+            end
           end
         end
       else

@@ -9,7 +9,7 @@ local core = require "celers.core"
 
 local cli = {}
 
-local json = require("cjson").new()
+local json = require("celers").json -- exact: numbers and [] keep their form (docs/json.md)
 
 local GLOBAL_USAGE = "Usage: celers [--dsn DSN] [--queue NAME] [--json] COMMAND [ARGS...]"
 
@@ -206,7 +206,8 @@ Options:
   --on-error skip|abort  bad lines: report and go on (default), or stop there
   --batch N              tasks per batch (default 500)
   --requeue-dlq          restore exported dead-letter entries as pending tasks
-  --into-queue NAME      put every task into this queue]],
+  --into-queue NAME      put every task into this queue; tasks from another queue are
+                         copied under new ids (the originals stay; a re-run skips them)]],
   health = [[
 Usage: celers health
 
@@ -423,66 +424,12 @@ local function print_kv(t, keys)
   end
 end
 
--- --json output: lists are always JSON arrays, [] when empty (cjson writes {} for an empty
--- table), integers keep every digit and floats every bit.
-local ARRAY = {}
-local function array(t) return setmetatable(t, ARRAY) end
-
-local function is_list(t)
-  if getmetatable(t) == ARRAY then return true end
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n > 0 and n == #t
-end
-
-local function encode(v, buf)
-  local tv = type(v)
-  if tv == "table" then
-    if is_list(v) then
-      buf[#buf + 1] = "["
-      for i = 1, #v do
-        if i > 1 then buf[#buf + 1] = "," end
-        encode(v[i], buf)
-      end
-      buf[#buf + 1] = "]"
-    else
-      local keys = {}
-      for k in pairs(v) do keys[#keys + 1] = tostring(k) end
-      table.sort(keys)
-      buf[#buf + 1] = "{"
-      for i, k in ipairs(keys) do
-        if i > 1 then buf[#buf + 1] = "," end
-        buf[#buf + 1] = json.encode(k)
-        buf[#buf + 1] = ":"
-        local val = v[k]
-        if val == nil then val = v[tonumber(k)] end
-        encode(val, buf)
-      end
-      buf[#buf + 1] = "}"
-    end
-  elseif tv == "number" then
-    if v ~= v or v == math.huge or v == -math.huge then
-      buf[#buf + 1] = "null"
-    elseif math.type and math.type(v) == "integer" then
-      buf[#buf + 1] = tostring(v)
-    elseif v == math.floor(v) and math.abs(v) < 2 ^ 53 then
-      buf[#buf + 1] = ("%d"):format(v)
-    else
-      buf[#buf + 1] = ("%.17g"):format(v)
-    end
-  elseif tv == "string" then
-    buf[#buf + 1] = json.encode(v)
-  elseif tv == "boolean" then
-    buf[#buf + 1] = tostring(v)
-  else
-    buf[#buf + 1] = "null"
-  end
-end
+-- --json output: every list is marked as a JSON array, so an empty one prints [] (an
+-- unmarked empty table is an object, {}); numbers keep their form (docs/json.md).
+local array = json.array
 
 local function emit_json(v)
-  local buf = {}
-  encode(v, buf)
-  out(table.concat(buf), "\n")
+  out(json.encode(v), "\n")
 end
 
 local function is_tty(fd)
@@ -534,9 +481,9 @@ local function strip_task(t)
   local c = {}
   for k, v in pairs(t) do c[k] = v end
   c.body = nil
-  if type(c.payload) == "string" and not require("celers.bulk").valid_utf8(c.payload) then
+  if type(c.payload) == "string" and not core.utf8_valid(c.payload) then
     c.payload = nil
-    c.payload_base64 = require("celers.bulk").base64_encode(t.body)
+    c.payload_base64 = core.base64_encode(t.body)
   end
   return c
 end

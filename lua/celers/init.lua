@@ -3,16 +3,28 @@
 -- (celers.worker, celers.retry, celers.circuit_breaker, celers.recurring, celers.bulk,
 -- celers.metrics, celers.cron). Brokers are userdata from the C core (celers.core).
 local core = require "celers.core"
-local cjson = require("cjson").new()
 
--- Table payloads and metadata travel as JSON; decode_invalid_numbers etc. keep defaults.
-cjson.encode_sparse_array(true)
-core.set_json(cjson.encode, cjson.decode)
+-- Table payloads, metadata and results travel as JSON through the core's exact codec
+-- (docs/json.md): integers stay integers, floats keep every bit, [] stays [].
+local json = {
+  encode = core.json_encode,
+  decode = core.json_decode,
+  null = core.json_null,         -- JSON null (the same value as cjson.null)
+  array_mt = core.json_array_mt, -- decoded arrays carry it; it makes a table encode as []
+  max_depth = core.json_max_depth,
+}
+
+--- Mark t (or a new table) as a JSON array, so that it encodes as [] even when empty.
+function json.array(t)
+  return setmetatable(t or {}, core.json_array_mt)
+end
+
+core.set_json(json.encode, json.decode)
 
 local celers = {
   core = core,
   version = core.version,
-  json = cjson,
+  json = json,
 }
 
 local methods = core.broker_methods
