@@ -11,6 +11,7 @@
 #   make docs       the API reference (LDoc) in build/docs/
 #   make dist       the source tarball the rockspec names
 #   make db-start / db-stop   the private MariaDB server in .db/
+#   make dashboard  the web dashboard on 127.0.0.1:8090 (LISTEN=addr:port), in the foreground
 
 LUA ?= lua5.4
 # LuaRocks passes LUA as the interpreter's path (/usr/bin/luajit, /usr/bin/lua5.4): the
@@ -71,8 +72,8 @@ LDLIBS := $(MYSQL_LIBS) $(UUID_LIBS)
 # override: LuaRocks sets CFLAGS on the command line, which would otherwise drop these
 override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -Wall -Wextra -Werror -Icsrc -I$(BUILD) $(LUA_CFLAGS) $(DEP_CFLAGS)
 
-CORE_SRC := errors.c config.c uuid7.c connection.c statement.c migrate.c enqueue.c task.c handoff.c admin.c inspect.c results.c dlq.c upkeep.c process.c workers.c json.c base64.c
-BIND_SRC := auxiliar.c lrows.c lbroker.c lenqueue.c lclaim.c ladmin.c lupkeep.c lcore.c lworkers.c lcodec.c
+CORE_SRC := errors.c config.c uuid7.c connection.c statement.c migrate.c enqueue.c task.c handoff.c admin.c inspect.c results.c dlq.c upkeep.c process.c workers.c json.c base64.c dashboard.c
+BIND_SRC := auxiliar.c lrows.c lbroker.c lenqueue.c lclaim.c ladmin.c lupkeep.c lcore.c lworkers.c lcodec.c ldashboard.c
 OBJS := $(addprefix $(BUILD)/,$(CORE_SRC:.c=.o) $(BIND_SRC:.c=.o) migrations_data.o)
 SQL := $(sort $(wildcard sql/*.sql))
 SO := $(BUILD)/celers/core.so
@@ -81,7 +82,7 @@ PREFIX ?= /usr/local
 LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
-.PHONY: all build test demo bench lint format valgrind install install-modules dist check-rock docs clean db-start db-stop
+.PHONY: all build test demo bench lint format valgrind install install-modules dist check-rock docs clean db-start db-stop dashboard
 
 all: build
 build: $(SO)
@@ -169,3 +170,7 @@ db-start:
 
 db-stop:
 	scripts/db.sh stop
+
+LISTEN ?= 127.0.0.1:8090
+dashboard:
+	scripts/dashboard.sh --listen $(LISTEN)

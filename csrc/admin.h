@@ -42,11 +42,6 @@ typedef struct ce_stats {
 
 /* One round trip; every part is an index range (see docs/admin.md for the EXPLAIN). */
 int ce_get_statistics(ce_conn *c, const char *queue, ce_stats *out, ce_error *err);
-/* Make a pending, failed or cancelled task of queue due now: state pending, scheduled_at now,
- * claim cleared (retry_count kept). *done 0 when the queue has no such task in those states. */
-int ce_requeue_task(ce_conn *c, const char *queue, const char *id, int *done, ce_error *err);
-/* Rows (queue) of every queue that has tasks, DLQ entries or a pause, in name order. */
-int ce_list_queues(ce_conn *c, ce_rows *out, ce_error *err);
 /* Rows (task_name, count) of tasks of queue in state, or pending + processing when NULL. */
 int ce_count_by_task_name(ce_conn *c, const char *queue, const char *state, ce_rows *out,
                           ce_error *err);

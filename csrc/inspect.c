@@ -25,17 +25,6 @@ static const char SQL_STATS[] =
     "UNION ALL SELECT '#scheduled', COUNT(*) FROM celers_tasks WHERE queue = ?" SCHEDULED
     " UNION ALL SELECT '#dlq', COUNT(*) FROM celers_dead_letter_queue WHERE queue = ?";
 
-/* GROUP BY on the leading column of an index on (queue, ...): one entry read per queue. */
-static const char SQL_QUEUES[] = "SELECT queue FROM celers_tasks GROUP BY queue "
-                                 "UNION SELECT queue FROM celers_dead_letter_queue GROUP BY queue "
-                                 "UNION SELECT queue FROM celers_queue_pauses ORDER BY 1";
-
-/* scheduled_at always changes, so a matched row is a changed row. */
-static const char SQL_REQUEUE[] =
-    "UPDATE celers_tasks SET state = 'pending', scheduled_at = NOW(6), completed_at = NULL, "
-    "worker_id = NULL, claim_id = NULL, lease_expires_at = NULL "
-    "WHERE id = ? AND queue = ? AND state IN ('pending', 'failed', 'cancelled')";
-
 static const char SQL_BY_NAME_LIVE[] =
     "SELECT task_name, COUNT(*) FROM celers_tasks WHERE queue = ? "
     "AND state IN ('pending', 'processing') GROUP BY task_name ORDER BY task_name";
@@ -112,21 +101,6 @@ int ce_count_by_task_name(ce_conn *c, const char *queue, const char *state, ce_r
     ce_param p[2] = {ce_pstr(queue), ce_pstr(state)};
     return ce_run(c, CE_REPEAT, state ? SQL_BY_NAME_STATE : SQL_BY_NAME_LIVE, p, state ? 2 : 1, out,
                   NULL, err);
-}
-
-int ce_list_queues(ce_conn *c, ce_rows *out, ce_error *err)
-{
-    return ce_run(c, CE_REPEAT, SQL_QUEUES, NULL, 0, out, NULL, err);
-}
-
-int ce_requeue_task(ce_conn *c, const char *queue, const char *id, int *done, ce_error *err)
-{
-    ce_param p[2] = {ce_pstr(id), ce_pstr(queue)};
-    unsigned long long affected = 0;
-    /* Repeating it after a lost link only moves scheduled_at again. */
-    if (ce_run(c, CE_REPEAT, SQL_REQUEUE, p, 2, NULL, &affected, err) < 0) return -1;
-    *done = affected > 0;
-    return 0;
 }
 
 int ce_list_scheduled(ce_conn *c, const char *queue, long long limit, long long offset,

@@ -102,34 +102,6 @@ static int get_statistics(lua_State *L)
     return 1;
 }
 
-static int list_queues(lua_State *L)
-{
-    lbroker *b = lbroker_check(L, "list_queues");
-    ce_rows rows = {0};
-    ce_error err;
-    if (ce_list_queues(b->shared->conn, &rows, &err) < 0) return aux_push_error(L, &err);
-    lua_createtable(L, (int)rows.nrows, 0);
-    for (unsigned int i = 0; i < rows.nrows; i++) {
-        lua_pushstring(L, CE_CELL(&rows, i, 0)->data);
-        lua_rawseti(L, -2, (int)i + 1);
-    }
-    ce_rows_free(&rows);
-    return 1;
-}
-
-static int requeue_task(lua_State *L)
-{
-    const char *fn = "requeue_task";
-    lbroker *b = lbroker_check(L, fn);
-    const char *id = aux_check_string(L, 2, fn, "id", NULL);
-    int done = 0;
-    ce_error err;
-    int rc = ce_requeue_task(b->shared->conn, b->queue, id, &done, &err);
-    if (rc < 0) return aux_push_error(L, &err);
-    lua_pushboolean(L, done);
-    return 1;
-}
-
 static int count_by_task_name(lua_State *L)
 {
     const char *fn = "count_by_task_name";
@@ -402,8 +374,6 @@ static int purge_all_dlq(lua_State *L)
 static const luaL_Reg methods[] = {
     {"list_tasks", list_tasks},
     {"get_statistics", get_statistics},
-    {"list_queues", list_queues},
-    {"requeue_task", requeue_task},
     {"count_by_task_name", count_by_task_name},
     {"list_scheduled_tasks", list_scheduled_tasks},
     {"count_scheduled_tasks", count_scheduled_tasks},
@@ -427,4 +397,5 @@ void ladmin_register(lua_State *L)
     luaL_setfuncs(L, methods, 0);
     lupkeep_register(L);
     lworkers_register(L);
+    ldashboard_register(L);
 }

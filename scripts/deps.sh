@@ -14,7 +14,7 @@ PACKAGES=(
     mariadb-server valgrind
     # make check-rock (and spec/rock_spec.lua): install the package as users do
     luarocks
-    nginx libnginx-mod-http-lua curl
+    nginx libnginx-mod-http-lua curl chromium
     "$@"
 )
 
@@ -24,7 +24,7 @@ for p in "${PACKAGES[@]}"; do
         missing+=("$p")
     fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+[ ${#missing[@]} -eq 0 ] && exec "$(dirname "$0")/npm-deps.sh"
 
 SUDO=()
 if [ "$(id -u)" != 0 ]; then
@@ -41,3 +41,4 @@ if ! { "${SUDO[@]}" apt-get update -q &&
     echo "deps: apt-get failed" >&2
     exit 1
 fi
+"$(dirname "$0")/npm-deps.sh"

@@ -180,16 +180,15 @@ describe("bin/celers administration", function()
     code, _, err = celers("--queue a cancel " .. id)
     assert.equal(1, code)
     assert.matches("is cancelled: only pending or processing", err, 1, true)
-    -- retry a cancelled task: pending again, claim cleared, attempts kept
-    helper.query(dsn, "UPDATE celers_tasks SET retry_count = 2, worker_id = 'w1' WHERE id = " .. q(id))
+    -- retry a cancelled task: pending again and due, attempts kept
+    helper.query(dsn, "UPDATE celers_tasks SET retry_count = 2 WHERE id = " .. q(id))
     assert.same({ id = id, queue = "a", requeued = true }, cjson.decode(ok("--queue a retry " .. id .. " --json")))
-    assert.same({ { "pending", "2", "NULL", "NULL", "1" } }, helper.query(dsn, "SELECT state, retry_count, "
-      .. "IFNULL(worker_id, 'NULL'), IFNULL(completed_at, 'NULL'), scheduled_at <= NOW(6) FROM celers_tasks WHERE id = "
-      .. q(id)))
+    assert.same({ { "pending", "2", "NULL", "1" } }, helper.query(dsn, "SELECT state, retry_count, "
+      .. "IFNULL(completed_at, 'NULL'), scheduled_at <= NOW(6) FROM celers_tasks WHERE id = " .. q(id)))
     helper.query(dsn, "UPDATE celers_tasks SET state = 'completed' WHERE id = " .. q(id))
     code, _, err = celers("--queue a retry " .. id)
     assert.equal(1, code)
-    assert.matches("only pending, failed or cancelled", err, 1, true)
+    assert.matches("only scheduled (not yet due), failed or cancelled", err, 1, true)
     code = celers("--queue a cancel 00000000-0000-0000-0000-000000000000")
     assert.equal(1, code)
   end)

@@ -32,7 +32,7 @@ Commands:
   stats                   task counts of the queue by state
   tasks list|show         list tasks, or show one
   cancel ID               cancel a pending or processing task
-  retry ID                run a pending, failed or cancelled task now
+  retry ID                run a scheduled, failed or cancelled task now
   dlq list|requeue|purge  the dead-letter queue
   pause | resume          stop or restart handing out tasks of the queue (all workers)
   purge                   delete tasks by state, by task name, or all of the queue
@@ -129,9 +129,10 @@ settle it). Exits 1 when the queue has no such task in those states.]],
   retry = [[
 Usage: celers retry ID
 
-Makes a pending (scheduled or waiting for a retry), failed or cancelled task of the queue
-due now: state pending, no claim, its retry count kept. Exits 1 when the queue has no such
-task in those states. Dead-lettered tasks come back with `celers dlq requeue`.]],
+Makes a task of the queue that waits (scheduled, or pending but not yet due, e.g. backing
+off before a retry), failed or cancelled due now: state pending, its retry count kept.
+Exits 1 when the queue has no such task in those states. Dead-lettered tasks come back with
+`celers dlq requeue`.]],
   dlq = [[
 Usage: celers dlq list [--limit N] [--offset N]
        celers dlq requeue ID
@@ -365,10 +366,10 @@ end
 -- The brokers a command acts on: the queue's, or with --all-queues one per queue.
 local function each_queue(o, b)
   if not o["all-queues"] then return { b } end
-  local names, err = b:list_queues()
-  if not names then return nil, err end
+  local queues, err = b:list_queues()
+  if not queues then return nil, err end
   local list = {}
-  for i, name in ipairs(names) do list[i] = name == b:queue() and b or b:with_queue(name) end
+  for i, q in ipairs(queues) do list[i] = q.queue == b:queue() and b or b:with_queue(q.queue) end
   return list
 end
 
@@ -880,16 +881,13 @@ function commands.queues(o)
   no_extra(o, 0)
   local b, err = connect(o)
   if not b then return fail(err) end
-  local names, lerr = b:list_queues()
-  if not names then return fail(lerr) end
+  local queues, lerr = b:list_queues()
+  if not queues then return fail(lerr) end
   local rows = array {}
-  for _, name in ipairs(names) do
-    local qb = b:with_queue(name)
-    local st, serr = qb:get_statistics()
+  for _, q in ipairs(queues) do
+    local st, serr = b:with_queue(q.queue):get_statistics()
     if not st then return fail(serr) end
-    local paused, perr = qb:is_paused()
-    if paused == nil then return fail(perr) end
-    st.queue, st.paused = name, paused
+    st.queue, st.paused = q.queue, q.paused
     rows[#rows + 1] = st
   end
   if o.json then emit_json(rows) return 0 end
@@ -932,8 +930,8 @@ function commands.cancel(o)
 end
 
 function commands.retry(o)
-  return task_command(o, "retry", function(b, id) return b:requeue_task(id) end, "requeued",
-    "pending, failed or cancelled")
+  return task_command(o, "retry", function(b, id) return b:retry_now(id) end, "requeued",
+    "scheduled (not yet due), failed or cancelled")
 end
 
 -- Maintenance steps: name, option, default seconds, run(broker, seconds) -> summary table.
