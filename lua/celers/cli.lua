@@ -31,7 +31,7 @@ Commands:
   queues                  every queue with its task counts by state
   stats                   task counts of the queue by state
   tasks list|show         list tasks, or show one
-  cancel ID               cancel a pending or processing task
+  cancel ID               cancel a scheduled, pending or processing task
   retry ID                run a scheduled, failed or cancelled task now
   dlq list|requeue|purge  the dead-letter queue
   pause | resume          stop or restart handing out tasks of the queue (all workers)
@@ -88,11 +88,11 @@ Stops gracefully on SIGTERM or SIGINT (finishes the tasks in hand, exits 0).
 
 Options:
   --concurrency N     run N worker processes (a pool that restarts dead workers)
-  --batch N           tasks claimed at once (default 1)
+  --batch N           most tasks claimed at once (default 100; fewer for slow handlers)
   --lease SECONDS     lease of a claim (default: the DSN's, 300)
   --max-tasks N       exit after N tasks (per process)
   --idle-exit SECONDS exit after being idle that long
-  --poll-max SECONDS  longest sleep between polls when idle (default 2)
+  --poll-max SECONDS  longest sleep between polls when idle (default 0.03)
   --store-results     store handler return values (celers_results)]],
   schedule = [[
 Usage: celers schedule FILE [options]
@@ -108,24 +108,24 @@ Options:
   stats = [[
 Usage: celers stats
 
-Task counts of the queue by state, with scheduled (pending, not yet due) and the DLQ.]],
+Task counts of the queue by state (scheduled: not yet due) and the DLQ.]],
   queues = [[
 Usage: celers queues
 
 Every queue that has tasks, dead-letter entries or a pause, with its counts by state
-(scheduled is the part of pending whose time has not come) and whether it is paused.]],
+(scheduled: not yet due) and whether it is paused.]],
   tasks = [[
 Usage: celers tasks list [--state STATE] [--limit N] [--offset N]
        celers tasks show ID
 
-list: tasks of the queue ordered by id (default limit 20); STATE is one of pending,
-processing, completed, failed, cancelled.
+list: tasks of the queue ordered by id (default limit 20); STATE is one of scheduled,
+pending, processing, completed, failed, cancelled.
 show: every field of one task.]],
   cancel = [[
 Usage: celers cancel ID
 
-Cancels a pending or processing task of the queue (a worker holding it can no longer
-settle it). Exits 1 when the queue has no such task in those states.]],
+Cancels a scheduled, pending or processing task of the queue (a worker holding it can no
+longer settle it). Exits 1 when the queue has no such task in those states.]],
   retry = [[
 Usage: celers retry ID
 
@@ -152,8 +152,8 @@ Resumes a paused queue.]],
   purge = [[
 Usage: celers purge --state STATE | --task-name NAME | --all [--all-queues] [--yes]
 
-Deletes tasks of the queue: those in STATE (pending, processing, completed, failed,
-cancelled), those named NAME, or all of them. With --all-queues, of every queue.
+Deletes tasks of the queue: those in STATE (scheduled, pending, processing, completed,
+failed, cancelled), those named NAME, or all of them. With --all-queues, of every queue.
 First prints what it would delete, per queue and state; deletes only with --yes (without
 it, nothing is deleted and the exit code is 2). The dead-letter queue and results are
 never touched: see `celers dlq purge` and `celers prune-results`.]],
@@ -493,10 +493,10 @@ end
 
 local commands = {}
 
-local STATE_LIST = { "pending", "processing", "completed", "failed", "cancelled" }
+local STATE_LIST = { "scheduled", "pending", "processing", "completed", "failed", "cancelled" }
 local STATES = {}
 for _, st in ipairs(STATE_LIST) do STATES[st] = true end
-local STATE_MSG = "--state must be pending, processing, completed, failed or cancelled"
+local STATE_MSG = "--state must be scheduled, pending, processing, completed, failed or cancelled"
 
 function commands.migrate(o)
   no_extra(o, 0)
@@ -590,11 +590,8 @@ function commands.worker(o)
   if n > 1 then
     local ok, pool = pcall(worker.pool, { processes = n, connect = copts, worker = wopts, run = run })
     if not ok then usage_error(tostring(pool):gsub("^.-: ", "", 1)) end
-    local exits = pool:run()
-    for _, e in ipairs(exits) do
-      if not (e.how == "exited" and e.code == 0) then return 1 end
-    end
-    return 0
+    local _, code = pool:run() -- how the pool stopped, not what crashed before
+    return code
   end
   wopts.connect = copts
   local ok, w, err = pcall(worker.new, wopts)
@@ -814,21 +811,21 @@ end
 function commands.pause(o) return pause_resume(o, "pause") end
 function commands.resume(o) return pause_resume(o, "resume") end
 
--- What purge would delete in one queue: { {state=, count=}, ... } with counts > 0.
+-- What purge would delete in one queue: { {state=, count=}, ... }, rows per state column
+-- (get_statistics counts a pending task that is not yet due as scheduled; purge goes by the
+-- column).
 local function purge_counts(qb, o)
   local counts = {}
-  if o["task-name"] then
-    for _, st in ipairs(STATE_LIST) do
-      local by, err = qb:count_by_task_name(st)
-      if not by then return nil, err end
-      counts[#counts + 1] = { state = st, count = by[o["task-name"]] or 0 }
-    end
-    return counts
-  end
-  local stats, err = qb:get_statistics()
-  if not stats then return nil, err end
   for _, st in ipairs(o.state and { o.state } or STATE_LIST) do
-    counts[#counts + 1] = { state = st, count = stats[st] or 0 }
+    local by, err = qb:count_by_task_name(st)
+    if not by then return nil, err end
+    local n = 0
+    if o["task-name"] then
+      n = by[o["task-name"]] or 0
+    else
+      for _, c in pairs(by) do n = n + c end
+    end
+    counts[#counts + 1] = { state = st, count = n }
   end
   return counts
 end
@@ -926,7 +923,8 @@ local function task_command(o, what, method, done_word, states)
 end
 
 function commands.cancel(o)
-  return task_command(o, "cancel", function(b, id) return b:cancel(id) end, "cancelled", "pending or processing")
+  return task_command(o, "cancel", function(b, id) return b:cancel(id) end, "cancelled",
+    "scheduled, pending or processing")
 end
 
 function commands.retry(o)
