@@ -172,7 +172,7 @@ describe("bin/celers administration", function()
     assert.equal(1, code)
     assert.matches("is in queue a, not b (use --queue a)", err, 1, true)
     assert.matches("queue%s+a", ok("--queue a tasks show " .. id))
-    assert.equal("pending", helper.scalar(dsn, "SELECT state FROM celers_tasks WHERE id = " .. q(id)))
+    assert.equal("scheduled", helper.scalar(dsn, "SELECT state FROM celers_tasks WHERE id = " .. q(id)))
     -- retry: a scheduled task becomes due now
     ok("--queue a retry " .. id)
     assert.equal(1, n("SELECT scheduled_at <= NOW(6) FROM celers_tasks WHERE id = " .. q(id)))
