@@ -14,6 +14,8 @@ PACKAGES=(
     mariadb-server valgrind
     # make check-rock (and spec/rock_spec.lua): install the package as users do
     luarocks
+    # spec/docs_spec.lua builds the API reference (make docs)
+    lua-ldoc
     nginx libnginx-mod-http-lua curl chromium
     "$@"
 )
