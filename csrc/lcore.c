@@ -10,6 +10,7 @@
 #include "auxiliar.h"
 #include "config.h"
 #include "lcodec.h"
+#include "lexecute.h"
 #include "lbroker.h"
 #include "lrows.h"
 #include "process.h"
@@ -383,6 +384,7 @@ int luaopen_celers_core(lua_State *L)
     luaL_setfuncs(L, functions, 0);
     lcodec_open(L);
     lbroker_open(L);
+    lexecute_register(L);
     lua_setfield(L, -2, "broker_methods");
     lua_pushliteral(L, CELERS_VERSION);
     lua_setfield(L, -2, "version");

@@ -13,6 +13,7 @@ PACKAGES=(
     libmariadb-dev libmariadb-dev-compat uuid-dev
     mariadb-server valgrind
     nginx libnginx-mod-http-lua curl
+    python3-celery python3-kombu python3-sqlalchemy python3-mysqldb
     "$@"
 )
 
