@@ -161,6 +161,7 @@ function celery.new(broker, opts)
     queue = opts.queue or "celery",
     origin = opts.origin or format("lua@%s:%d", core.hostname(), core.getpid()),
     queue_ids = {},
+    lost_claims = 0, -- claims another consumer won first (a measure of contention)
     ids = { queue = id_of("queue_id_sequence"), message = id_of("message_id_sequence"),
             task = id_of("task_id_sequence") },
   }, App)
@@ -500,6 +501,7 @@ function App:claim(queue)
     local ok, n = self.broker:execute("UPDATE kombu_message SET visible = 0, version = version + 1, " ..
       "timestamp = NOW() WHERE id = ? AND visible = 1", r[1])
     if not ok then return nil, n end
+    if n == 0 then self.lost_claims = self.lost_claims + 1 end
     if n == 1 then
       local got
       got, err = self.broker:execute("SELECT payload FROM kombu_message WHERE id = ?", r[1])

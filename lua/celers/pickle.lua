@@ -484,8 +484,6 @@ local function is_list(t, mt)
   return count > 0 and count == #t
 end
 
-local function path_of(path) return path == "" and "the value" or path end
-
 local function write_value(out, v, depth, seen, path)
   local tv = type(v)
   if v == nil or v == pickle.null then
@@ -503,7 +501,7 @@ local function write_value(out, v, depth, seen, path)
   elseif tv == "string" then
     if not utf8_valid(v) then
       error(format("celers.pickle: %s is a string that is not valid UTF-8 (wrap bytes with pickle.bytes)",
-        path_of(path)), 0)
+        path), 0)
     end
     write_len_prefixed(out, "\140", "X", "\141", v)
   elseif tv == "table" then
@@ -515,9 +513,9 @@ local function write_value(out, v, depth, seen, path)
       write_long(out, v.digits)
       return
     end
-    if seen[v] then error(format("celers.pickle: %s contains itself", path_of(path)), 0) end
+    if seen[v] then error(format("celers.pickle: %s contains itself", path), 0) end
     if depth > MAX_DEPTH then
-      error(format("celers.pickle: %s nests deeper than %d", path_of(path), MAX_DEPTH), 0)
+      error(format("celers.pickle: %s nests deeper than %d", path, MAX_DEPTH), 0)
     end
     seen[v] = true
     if mt == tuple_mt then
@@ -545,7 +543,7 @@ local function write_value(out, v, depth, seen, path)
         local kt = type(k)
         if kt ~= "string" and kt ~= "number" and kt ~= "boolean" then
           error(format("celers.pickle: %s has a key of type %s (keys must be strings, numbers or booleans)",
-            path_of(path), kt), 0)
+            path, kt), 0)
         end
         keys[#keys + 1] = k
       end
@@ -561,19 +559,19 @@ local function write_value(out, v, depth, seen, path)
         out[#out + 1] = "u"
       end
     else
-      error(format("celers.pickle: %s is a table with a metatable pickle does not know", path_of(path)), 0)
+      error(format("celers.pickle: %s is a table with a metatable pickle does not know", path), 0)
     end
     seen[v] = nil
   else
     error(format("celers.pickle: %s is a %s: only nil/null, booleans, numbers, strings and tables " ..
-      "can be written", path_of(path), tv), 0)
+      "can be written", path, tv), 0)
   end
 end
 
 --- Write v as a protocol 4 pickle that Python's pickle.loads reads back as the same value.
 function pickle.dumps(v)
   local out = { "\128\4" }
-  write_value(out, v, 1, {}, "")
+  write_value(out, v, 1, {}, "value")
   out[#out + 1] = "."
   return concat(out)
 end
