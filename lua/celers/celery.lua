@@ -512,6 +512,25 @@ function App:claim(queue)
   return false
 end
 
+--- Delete claimed messages (visible = 0) whose claim is older than older_than seconds, at
+-- most `limit` (default 10000) per call. kombu never deletes a consumed message, so without
+-- this kombu_message grows for ever and every consumer's scan of a queue with it.
+-- Returns the number deleted, or nil and an error.
+function App:purge_consumed(older_than, limit)
+  if type(older_than) ~= "number" or older_than ~= older_than or older_than < 0 then
+    arg_error("purge_consumed", "older_than", "a number of seconds >= 0", older_than)
+  end
+  limit = limit or 10000
+  if type(limit) ~= "number" or limit < 1 or limit ~= floor(limit) then
+    arg_error("purge_consumed", "limit", "a whole number >= 1", limit)
+  end
+  local ok, n = self.broker:execute("DELETE FROM kombu_message WHERE visible = 0 AND timestamp < " ..
+    "DATE_SUB(NOW(6), INTERVAL ROUND(1000000 * ?) MICROSECOND) ORDER BY timestamp, id LIMIT ?",
+    older_than, limit)
+  if not ok then return nil, n end
+  return n
+end
+
 --- Decode a kombu payload (JSON text) into a request table: id, task, args, kwargs, headers,
 -- properties, retries, eta, expires (Unix seconds), root_id, parent_id, queue, message_id.
 -- A message this module cannot run has request.error set (and id when it was readable).
@@ -522,7 +541,8 @@ function celery.decode(payload, queue, message_id)
     req.error = "payload is not JSON: " .. tostring(msg)
     return req
   end
-  local headers, props = msg.headers or {}, msg.properties or {}
+  local headers = type(msg.headers) == "table" and msg.headers or {}
+  local props = type(msg.properties) == "table" and msg.properties or {}
   req.headers, req.properties = headers, props
   req.id, req.task = headers.id, headers.task
   if type(req.id) ~= "string" or type(req.task) ~= "string" then
