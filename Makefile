@@ -8,6 +8,7 @@
 #   make valgrind   the specs under valgrind (Lua 5.4)
 #   make install    core.so and the Lua modules into the system Lua paths
 #   make db-start / db-stop   the private MariaDB server in .db/
+#   make dashboard  the web dashboard on 127.0.0.1:8090 (LISTEN=addr:port), in the foreground
 
 LUA ?= lua5.4
 ifeq ($(LUA),luajit)
@@ -43,8 +44,8 @@ else
 endif
 CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -Wall -Wextra -Werror -Icsrc -I$(BUILD) $(LUA_CFLAGS) $(DEP_CFLAGS)
 
-CORE_SRC := errors.c config.c uuid7.c connection.c statement.c migrate.c enqueue.c task.c handoff.c admin.c inspect.c results.c dlq.c upkeep.c process.c workers.c json.c base64.c
-BIND_SRC := auxiliar.c lrows.c lbroker.c lenqueue.c lclaim.c ladmin.c lupkeep.c lcore.c lworkers.c lcodec.c lexecute.c
+CORE_SRC := errors.c config.c uuid7.c connection.c statement.c migrate.c enqueue.c task.c handoff.c admin.c inspect.c results.c dlq.c upkeep.c process.c workers.c json.c base64.c dashboard.c
+BIND_SRC := auxiliar.c lrows.c lbroker.c lenqueue.c lclaim.c ladmin.c lupkeep.c lcore.c lworkers.c lcodec.c ldashboard.c lexecute.c
 OBJS := $(addprefix $(BUILD)/,$(CORE_SRC:.c=.o) $(BIND_SRC:.c=.o) migrations_data.o)
 SQL := $(sort $(wildcard sql/*.sql))
 SO := $(BUILD)/celers/core.so
@@ -53,7 +54,7 @@ PREFIX ?= /usr/local
 LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
-.PHONY: all build test demo bench lint format valgrind install clean db-start db-stop
+.PHONY: all build test demo bench lint format valgrind install clean db-start db-stop dashboard
 
 all: build
 build: $(SO)
@@ -112,3 +113,7 @@ db-start:
 
 db-stop:
 	scripts/db.sh stop
+
+LISTEN ?= 127.0.0.1:8090
+dashboard:
+	scripts/dashboard.sh --listen $(LISTEN)

@@ -11,8 +11,15 @@ int aux_arg_error(lua_State *L, const char *fn, const char *arg, const char *wha
 
 const char *aux_check_string(lua_State *L, int idx, const char *fn, const char *arg, size_t *len)
 {
+    size_t n;
+    const char *s;
     if (lua_type(L, idx) != LUA_TSTRING) aux_arg_error(L, fn, arg, "a string", idx);
-    return lua_tolstring(L, idx, len);
+    s = lua_tolstring(L, idx, &n);
+    if (len)
+        *len = n;
+    else if (strlen(s) != n) /* used as a C string: refuse rather than cut at the NUL */
+        aux_arg_error(L, fn, arg, "a string without NUL bytes", idx);
+    return s;
 }
 
 const char *aux_opt_string(lua_State *L, int idx, const char *fn, const char *arg)

@@ -1,5 +1,6 @@
 #include "connection.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -20,6 +21,50 @@ void ce_sleep(double seconds)
     ts.tv_sec = (time_t)seconds;
     ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
     nanosleep(&ts, NULL);
+}
+
+static pthread_mutex_t library_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned long library_users;
+
+void ce_library_acquire(void)
+{
+    pthread_mutex_lock(&library_lock);
+    if (library_users++ == 0) mysql_library_init(0, NULL, NULL);
+    pthread_mutex_unlock(&library_lock);
+}
+
+void ce_library_release(void)
+{
+    pthread_mutex_lock(&library_lock);
+    if (library_users > 0 && --library_users == 0) mysql_library_end();
+    pthread_mutex_unlock(&library_lock);
+}
+
+/* libmysqlclient wants mysql_thread_init in every thread that uses it and mysql_thread_end
+ * before that thread exits (libmariadb needs neither and ignores both): done on a thread's
+ * first connect, undone by a thread-specific key's destructor. */
+static pthread_key_t thread_key;
+static pthread_once_t thread_key_once = PTHREAD_ONCE_INIT;
+static _Thread_local int thread_ready;
+
+static void thread_end(void *unused)
+{
+    (void)unused;
+    mysql_thread_end();
+}
+
+static void make_thread_key(void)
+{
+    pthread_key_create(&thread_key, thread_end);
+}
+
+static void thread_setup(void)
+{
+    if (thread_ready) return;
+    pthread_once(&thread_key_once, make_thread_key);
+    mysql_thread_init();
+    pthread_setspecific(thread_key, &thread_ready);
+    thread_ready = 1;
 }
 
 static void drop_statements(ce_conn *c)
@@ -43,7 +88,9 @@ static void drop_link(ce_conn *c)
 static int connect_once(ce_conn *c, ce_error *err)
 {
     const ce_config *cfg = &c->cfg;
-    MYSQL *m = mysql_init(NULL);
+    MYSQL *m;
+    thread_setup();
+    m = mysql_init(NULL);
     if (!m) return ce_error_set(err, CE_ENOMEM, "out of memory");
     /* Automatic reconnect stays off (both libraries' default): we reconnect ourselves and
      * re-prepare, knowing which statements may be repeated. */

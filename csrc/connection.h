@@ -42,6 +42,11 @@ typedef struct ce_conn {
     } sweeps[CE_SWEEP_SLOTS]; /* last lease sweep per queue (see task.c) */
 } ce_conn;
 
+/* The client library's process-wide state, counted: the first acquire initialises it, the
+ * last release frees it. Several Lua states (nginx's thread-pool VMs) may each hold it. */
+void ce_library_acquire(void);
+void ce_library_release(void);
+
 /* Connect with cfg (copied). Returns NULL and fills err on failure. */
 ce_conn *ce_conn_open(const ce_config *cfg, ce_error *err);
 /* Close statements and the link, free everything. NULL is fine. */

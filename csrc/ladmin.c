@@ -397,4 +397,5 @@ void ladmin_register(lua_State *L)
     luaL_setfuncs(L, methods, 0);
     lupkeep_register(L);
     lworkers_register(L);
+    ldashboard_register(L);
 }

@@ -15,5 +15,7 @@ const char *ladmin_check_name(lua_State *L, int idx, const char *fn, const char 
 void lupkeep_register(lua_State *L);
 /* Worker registry methods (lworkers.c). */
 void lworkers_register(lua_State *L);
+/* Dashboard reads (ldashboard.c). */
+void ldashboard_register(lua_State *L);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include "auxiliar.h"
 #include "config.h"
+#include "connection.h"
 #include "lcodec.h"
 #include "lexecute.h"
 #include "lbroker.h"
@@ -349,12 +350,12 @@ static const luaL_Reg functions[] = {
     {NULL, NULL},
 };
 
-/* Frees libmariadb's process-wide state when the Lua state closes (before the loader
- * unloads this library), so valgrind shows nothing left behind. */
+/* Releases the client library when the Lua state closes (before the loader unloads this
+ * library); the last state to close frees its process-wide state. */
 static int library_gc(lua_State *L)
 {
     (void)L;
-    mysql_library_end();
+    ce_library_release();
     return 0;
 }
 
@@ -366,7 +367,7 @@ static void register_library_end(lua_State *L)
         return;
     }
     lua_pop(L, 1);
-    mysql_library_init(0, NULL, NULL);
+    ce_library_acquire();
     lua_newuserdata(L, 1);
     lua_newtable(L);
     lua_pushcfunction(L, library_gc);

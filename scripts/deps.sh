@@ -12,7 +12,7 @@ PACKAGES=(
     lua-cjson lua-busted lua-check
     libmariadb-dev libmariadb-dev-compat uuid-dev
     mariadb-server valgrind
-    nginx libnginx-mod-http-lua curl
+    nginx libnginx-mod-http-lua curl chromium
     python3-celery python3-kombu python3-sqlalchemy python3-mysqldb
     "$@"
 )
@@ -23,7 +23,7 @@ for p in "${PACKAGES[@]}"; do
         missing+=("$p")
     fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+[ ${#missing[@]} -eq 0 ] && exec "$(dirname "$0")/npm-deps.sh"
 
 SUDO=()
 if [ "$(id -u)" != 0 ]; then
@@ -40,3 +40,4 @@ if ! { "${SUDO[@]}" apt-get update -q &&
     echo "deps: apt-get failed" >&2
     exit 1
 fi
+"$(dirname "$0")/npm-deps.sh"
