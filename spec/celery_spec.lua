@@ -101,9 +101,13 @@ end
 
 local function stop_worker(w)
   if not w or not w.pid then return end
+  -- timeout(1) passes TERM on to Celery and exits when Celery has (a warm shutdown)
   proc.kill(w.pid, "TERM")
-  proc.wait_for(function() return not os.execute("kill -0 " .. w.pid .. " 2>/dev/null") end, 20)
-  proc.kill(w.pid, "KILL")
+  local gone = proc.wait_for(function() return proc.run("kill -0 " .. w.pid) ~= 0 end, 30)
+  if not gone then
+    proc.run("pkill -KILL -P " .. w.pid) -- the Celery process, a child of that timeout
+    proc.kill(w.pid, "KILL")
+  end
   os.remove(w.log)
   w.pid = nil
 end
