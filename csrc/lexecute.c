@@ -3,7 +3,7 @@
  * Answers rows, affected: rows is an array of rows, each an array of the cells as strings
  * (the bytes the server sent, binary safe; nil for SQL NULL) with n = the column count.
  * celers.celery uses it for Celery's tables; applications may too. */
-#include "lexecute.h"
+#include "lmethods.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,7 +97,7 @@ static int broker_execute(lua_State *L)
     return 2;
 }
 
-void lexecute_register(lua_State *L)
+void lexecute_open(lua_State *L)
 {
     lua_pushcfunction(L, broker_execute);
     lua_setfield(L, -2, "execute");
