@@ -12,5 +12,6 @@ void lupkeep_open(lua_State *L);    /* health, archiving, recovery, purges */
 void lworkers_open(lua_State *L);   /* worker registry */
 void lmigrate_open(lua_State *L);   /* migrate, list_migrations */
 void ldashboard_open(lua_State *L); /* the dashboard's reads */
+void lexecute_open(lua_State *L);   /* execute: the caller's own statement (celers.celery) */
 
 #endif

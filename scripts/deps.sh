@@ -17,6 +17,7 @@ PACKAGES=(
     # spec/docs_spec.lua builds the API reference (make docs)
     lua-ldoc
     nginx libnginx-mod-http-lua curl chromium
+    python3-celery python3-kombu python3-sqlalchemy python3-mysqldb
     "$@"
 )
 
