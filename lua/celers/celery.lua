@@ -596,11 +596,16 @@ function App:release(req)
   return true
 end
 
--- An exception dict as Celery's result backend stores it for JSON result serializers.
-local function exception(exc_type, message, exc_module)
+--- An exception dict as Celery's result backend stores it for JSON result serializers
+-- (`exc_type`, `exc_message` as a one-element tuple, `exc_module`).
+-- @tparam string exc_type the exception's class name, e.g. "ValueError"
+-- @tparam string message its message
+-- @tparam[opt] string exc_module its module (default none)
+-- @treturn table the dict
+function celery.exception(exc_type, message, exc_module)
   return { exc_type = exc_type, exc_message = pickle.tuple { message }, exc_module = exc_module or json.null }
 end
-celery.exception = exception
+local exception = celery.exception
 
 local retry_mt = { __tostring = function(r) return "celery retry: " .. tostring(r.reason) end }
 

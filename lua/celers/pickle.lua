@@ -59,8 +59,11 @@ function pickle.int(digits)
   return setmetatable({ digits = digits }, int_mt)
 end
 
+--- Whether v is a tuple (made by `pickle.tuple` or read from a pickle).
 function pickle.is_tuple(v) return getmetatable(v) == tuple_mt end
+--- Whether v is a bytes value (made by `pickle.bytes` or read from a pickle).
 function pickle.is_bytes(v) return getmetatable(v) == bytes_mt end
+--- Whether v is a big integer given by its digits (`pickle.int`).
 function pickle.is_int(v) return getmetatable(v) == int_mt end
 
 -- ---- big integers: little-endian two's complement bytes <-> decimal digits ----------
@@ -409,8 +412,11 @@ end
 
 -- ---- writer ------------------------------------------------------------------------
 
--- UTF-8 as Python's decoder accepts it (no overlongs, no surrogates, at most U+10FFFF).
-local function utf8_valid(s)
+--- Whether s is UTF-8 as Python's decoder accepts it (no overlongs, no surrogates, at most
+-- U+10FFFF): a Lua string that is not is written as bytes.
+-- @tparam string s
+-- @treturn boolean
+function pickle.utf8_valid(s)
   local i, n = 1, #s
   while i <= n do
     local c = byte(s, i)
@@ -435,7 +441,7 @@ local function utf8_valid(s)
   end
   return true
 end
-pickle.utf8_valid = utf8_valid
+local utf8_valid = pickle.utf8_valid
 
 local function write_len_prefixed(out, short_op, op4, op8, data)
   local len = #data
