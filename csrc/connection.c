@@ -252,6 +252,11 @@ int ce_conn_query(ce_conn *c, const char *sql, ce_error *err)
 
 int ce_conn_begin(ce_conn *c, ce_error *err)
 {
+    if (c->user_tx) {
+        if (ce_conn_query(c, "SAVEPOINT celers_op", err) < 0) return -1;
+        c->op_savepoint = 1;
+        return 0;
+    }
     if (ce_conn_query(c, "START TRANSACTION", err) < 0) return -1;
     c->in_tx = 1;
     return 0;
@@ -259,6 +264,10 @@ int ce_conn_begin(ce_conn *c, ce_error *err)
 
 int ce_conn_commit(ce_conn *c, ce_error *err)
 {
+    if (c->user_tx) { /* the operation's work stays in the application's transaction */
+        c->op_savepoint = 0;
+        return 0;
+    }
     c->in_tx = 0;
     if (!c->mysql) return ce_error_set(err, CE_ELOST, "not connected");
     c->committing = 1;
@@ -272,13 +281,51 @@ int ce_conn_commit(ce_conn *c, ce_error *err)
 
 void ce_conn_rollback(ce_conn *c)
 {
+    if (c->user_tx) { /* undo the failed operation only; the application decides the rest */
+        ce_error ignored;
+        if (c->op_savepoint && c->mysql)
+            ce_conn_query(c, "ROLLBACK TO SAVEPOINT celers_op", &ignored);
+        c->op_savepoint = 0;
+        return;
+    }
     if (c->in_tx && c->mysql) mysql_rollback(c->mysql);
     c->in_tx = 0;
+}
+
+/* Inside an application transaction an operation runs once: its statements cannot be
+ * repeated without the application's, and a deadlock or a lost link ends the whole
+ * transaction on the server, which is remembered so that nothing runs outside it. */
+static int run_in_user_tx(ce_conn *c, ce_op_fn fn, void *ctx, ce_error *err)
+{
+    if (c->user_tx_dead || !c->mysql) {
+        if (!c->user_tx_dead) {
+            ce_error_set(&c->user_tx_err, CE_ELOST, "not connected");
+            c->user_tx_dead = 1;
+        }
+        *err = c->user_tx_err;
+        ce_error_prefix(err, "the transaction was already rolled back: ", (const char *)NULL);
+        return -1;
+    }
+    ce_error_clear(err);
+    if (fn(c, ctx, err) == 0) return 0;
+    if (err->code == CE_ELOST || err->code == CE_ETIMEOUT) {
+        drop_link(c);
+        c->broken = 1;
+        c->user_tx_dead = 1;
+    } else if (err->code == CE_EDEADLOCK) {
+        c->user_tx_dead = 1; /* InnoDB rolled the whole transaction back */
+    } else {
+        ce_conn_rollback(c);
+    }
+    c->op_savepoint = 0;
+    if (c->user_tx_dead) c->user_tx_err = *err;
+    return -1;
 }
 
 int ce_conn_run(ce_conn *c, ce_repeat repeat, ce_op_fn fn, void *ctx, ce_error *err)
 {
     int lost_retried = 0, deadlocks = 0;
+    if (c->user_tx) return run_in_user_tx(c, fn, ctx, err);
     if (c->broken || !c->mysql) {
         if (ce_conn_reconnect(c, err) < 0) return -1;
     }

@@ -36,6 +36,13 @@ typedef struct ce_conn {
     int broken;               /* the link is known dead: reconnect before the next statement */
     int committing;           /* a COMMIT was sent and has not been answered */
     unsigned long reconnects; /* how many times the link was re-established */
+    /* An application transaction (transaction.h) is open: every operation joins it, nothing
+     * begins, commits or repeats on its own; a multi-statement operation runs under a
+     * savepoint so that a failed one leaves nothing behind. */
+    int user_tx;
+    int user_tx_dead;     /* the server ended it (deadlock, lost link): only rollback remains */
+    ce_error user_tx_err; /* why it is dead */
+    int op_savepoint;     /* an operation's savepoint is set inside the user transaction */
     struct {
         char queue[256];
         double at;            /* monotonic seconds */

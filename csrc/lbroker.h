@@ -13,13 +13,19 @@
 typedef struct shared_conn {
     ce_conn *conn; /* NULL once closed */
     unsigned int refs;
+    int tx_open; /* broker:transaction is running: only its tx object may use the link */
 } shared_conn;
 
 typedef struct lbroker {
     shared_conn *shared; /* counted reference */
     char *queue;         /* owned */
     char *worker_id;     /* owned: default worker id of claims */
+    int tx;              /* LBROKER_TX_*: whether this object is a transaction's handle */
 } lbroker;
+
+#define LBROKER_TX_NONE 0
+#define LBROKER_TX_OPEN 1 /* the handle of the open transaction */
+#define LBROKER_TX_OVER 2 /* its transaction committed or rolled back */
 
 /* Check argument 1 is an open broker; fn names the method in error messages. */
 lbroker *lbroker_check(lua_State *L, const char *fn);
@@ -33,5 +39,8 @@ void lbroker_open(lua_State *L);
 void lenqueue_register(lua_State *L);
 void lclaim_register(lua_State *L);
 void ladmin_register(lua_State *L);
+void ltransaction_register(lua_State *L);
+/* Roll back the transaction of a handle being collected without having ended it. */
+void ltransaction_abandon(lbroker *b);
 
 #endif

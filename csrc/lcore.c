@@ -184,6 +184,7 @@ static int core_connect(lua_State *L)
     }
     shared->conn = conn;
     shared->refs = 0;
+    shared->tx_open = 0;
     /* lbroker_push takes the reference; if it raises, the userdata's __gc releases it. */
     lbroker_push(L, shared, conn->cfg.queue, worker_opt ? worker_opt : worker);
     ce_config_free(&cfg);
