@@ -4,6 +4,7 @@
 #   make test       install what is missing, build, run every spec on a private MariaDB
 #   make demo       the same set-up, then a producer and a worker pool (examples/)
 #   make bench      throughput of each operation beside the raw-SQL floor
+#   make chaos      workers drain 20,000 tasks through kills and server restarts (not in test)
 #   make lint       clang-format check, cppcheck, clang-tidy, luacheck
 #   make valgrind   the specs under valgrind (Lua 5.4)
 #   make install    core.so and the Lua modules into the system Lua paths
@@ -44,7 +45,7 @@ else
 endif
 CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -Wall -Wextra -Werror -Icsrc -I$(BUILD) $(LUA_CFLAGS) $(DEP_CFLAGS)
 
-CORE_SRC := errors.c config.c uuid7.c connection.c statement.c migrate.c enqueue.c task.c handoff.c admin.c inspect.c results.c dlq.c upkeep.c process.c workers.c json.c base64.c dashboard.c transaction.c
+CORE_SRC := errors.c config.c uuid7.c connection.c statement.c migrate.c enqueue.c task.c staging.c handoff.c admin.c inspect.c results.c dlq.c upkeep.c process.c workers.c json.c base64.c dashboard.c transaction.c
 BIND_SRC := auxiliar.c lrows.c lbroker.c lenqueue.c lclaim.c ladmin.c lupkeep.c lcore.c lworkers.c lcodec.c ldashboard.c ltransaction.c
 OBJS := $(addprefix $(BUILD)/,$(CORE_SRC:.c=.o) $(BIND_SRC:.c=.o) migrations_data.o)
 SQL := $(sort $(wildcard sql/*.sql))
@@ -54,7 +55,7 @@ PREFIX ?= /usr/local
 LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
-.PHONY: all build test demo bench lint format valgrind install clean db-start db-stop dashboard
+.PHONY: all build test demo bench chaos lint format valgrind install clean db-start db-stop dashboard
 
 all: build
 build: $(SO)
@@ -89,6 +90,9 @@ demo:
 
 bench:
 	scripts/bench.sh
+
+chaos:
+	scripts/chaos.sh
 
 lint:
 	scripts/lint.sh

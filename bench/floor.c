@@ -1,9 +1,11 @@
-/* The raw-SQL floor for `make bench`: the minimal statements each broker operation needs,
- * issued straight through libmysqlclient with prepared statements and nothing else.
+/* The raw-SQL floors for `make bench`, straight through libmysqlclient and nothing else:
+ * - OP: the module's own statements on the module's schema, prepared;
+ * - min_OP: a minimal hand-written queue (table bench_min: id, queue, state, payload,
+ *   claim_id; one secondary index), text protocol, the same round trips.
  *
  *   floor DSN-PARTS OP N [ARG]
  *     socket user password database queue OP N [batch|workers]
- *   OP: enqueue | enqueue_batch | claim_ack | claim_ack_batch
+ *   OP: [min_]enqueue | [min_]enqueue_batch | [min_]claim_ack | [min_]claim_ack_batch
  * Prints "<tasks> <seconds>" on success. */
 #include <mysql.h>
 #include <stdio.h>
@@ -114,10 +116,10 @@ static long worker(int batch)
     unsigned long seq = 0;
 
     snprintf(sel, sizeof sel,
-             "SELECT id, task_name, payload FROM celers_tasks WHERE queue = ? AND state = "
-             "'pending' AND scheduled_at <= NOW(6) AND NOT EXISTS (SELECT 1 FROM "
-             "celers_queue_pauses WHERE queue = ?) ORDER BY priority DESC, scheduled_at, id "
-             "LIMIT %d FOR UPDATE SKIP LOCKED",
+             "SELECT id, task_name, payload FROM celers_tasks FORCE INDEX "
+             "(idx_celers_tasks_claim) WHERE queue = ? AND state = 'pending' AND scheduled_at "
+             "<= NOW(6) AND NOT EXISTS (SELECT 1 FROM celers_queue_pauses WHERE queue = ?) "
+             "ORDER BY claim_rank, scheduled_at, id LIMIT %d FOR UPDATE SKIP LOCKED",
              batch);
     strcpy(upd, "UPDATE celers_tasks SET state = 'processing', started_at = NOW(6), worker_id = "
                 "'floor', claim_id = ?, retry_count = retry_count + 1, lease_expires_at = "
@@ -193,6 +195,74 @@ static long worker(int batch)
     return done;
 }
 
+/* ---- the minimal hand-written queue (text protocol) --------------------------------- */
+
+static void query(MYSQL *m, const char *sql)
+{
+    MYSQL_RES *r;
+    if (mysql_query(m, sql)) die(m, NULL, sql);
+    r = mysql_store_result(m);
+    if (r) mysql_free_result(r);
+}
+
+static void min_enqueue(int n, int batch)
+{
+    MYSQL *m = connect_db();
+    char *sql = malloc(256 + (size_t)batch * 128), id[37];
+    unsigned long seq = 0;
+    for (int done = 0; done < n; done += batch) {
+        char *p = sql + sprintf(sql, "INSERT INTO bench_min (id, queue, payload) VALUES ");
+        for (int i = 0; i < batch; i++) {
+            make_id(id, seq++);
+            p += sprintf(p, "%s('%s','%s','{\\\"n\\\":1}')", i ? "," : "", id, queue);
+        }
+        query(m, sql);
+    }
+    mysql_close(m);
+    free(sql);
+}
+
+/* Claim up to batch (SELECT ... SKIP LOCKED, UPDATE, COMMIT), then ack them (one UPDATE). */
+static long min_worker(int batch)
+{
+    MYSQL *m = connect_db();
+    char *sql = malloc(512 + (size_t)batch * 48), *ids = malloc((size_t)batch * 48), claim[37];
+    unsigned long seq = 0;
+    long done = 0;
+    for (;;) {
+        MYSQL_RES *r;
+        MYSQL_ROW row;
+        int got = 0;
+        char *p = ids;
+        query(m, "START TRANSACTION");
+        snprintf(sql, 512,
+                 "SELECT id, payload FROM bench_min WHERE queue = '%s' AND state = 0 ORDER BY id "
+                 "LIMIT %d FOR UPDATE SKIP LOCKED",
+                 queue, batch);
+        if (mysql_query(m, sql) || !(r = mysql_store_result(m))) die(m, NULL, "min select");
+        while ((row = mysql_fetch_row(r)))
+            p += sprintf(p, "%s'%s'", got++ ? "," : "", row[0]);
+        mysql_free_result(r);
+        if (got == 0) {
+            query(m, "ROLLBACK");
+            break;
+        }
+        make_id(claim, seq++);
+        sprintf(sql, "UPDATE bench_min SET state = 1, claim_id = '%s' WHERE id IN (%s)", claim,
+                ids);
+        query(m, sql);
+        query(m, "COMMIT");
+        sprintf(sql, "UPDATE bench_min SET state = 2 WHERE claim_id = '%s' AND id IN (%s)", claim,
+                ids);
+        query(m, sql);
+        done += got;
+    }
+    mysql_close(m);
+    free(sql);
+    free(ids);
+    return done;
+}
+
 int main(int argc, char **argv)
 {
     double t0;
@@ -210,16 +280,16 @@ int main(int argc, char **argv)
     n = atol(argv[7]);
     arg = argc > 8 ? atoi(argv[8]) : 1;
     t0 = now();
-    if (!strcmp(argv[6], "enqueue")) {
-        enqueue((int)n, 1);
-    } else if (!strcmp(argv[6], "enqueue_batch")) {
-        enqueue((int)n, arg);
-    } else if (!strcmp(argv[6], "claim_ack")) {
+    if (!strcmp(argv[6], "min_enqueue")) {
+        min_enqueue((int)n, 1);
+    } else if (!strcmp(argv[6], "min_enqueue_batch")) {
+        min_enqueue((int)n, arg);
+    } else if (!strcmp(argv[6], "min_claim_ack") || !strcmp(argv[6], "claim_ack")) {
         /* arg = worker processes, each claiming one task at a time */
-        long total = 0;
+        int minimal = argv[6][0] == 'm';
         for (int i = 0; i < arg; i++) {
             if (fork() == 0) {
-                long d = worker(1);
+                long d = minimal ? min_worker(1) : worker(1);
                 _exit(d > 0 ? 0 : 3);
             }
         }
@@ -227,8 +297,12 @@ int main(int argc, char **argv)
             int st;
             wait(&st);
         }
-        total = n;
-        n = total;
+    } else if (!strcmp(argv[6], "min_claim_ack_batch")) {
+        min_worker(arg);
+    } else if (!strcmp(argv[6], "enqueue")) {
+        enqueue((int)n, 1);
+    } else if (!strcmp(argv[6], "enqueue_batch")) {
+        enqueue((int)n, arg);
     } else if (!strcmp(argv[6], "claim_ack_batch")) {
         worker(arg);
     } else {

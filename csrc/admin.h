@@ -35,17 +35,18 @@ int ce_list_tasks(ce_conn *c, const char *queue, const char *state, const char *
 
 typedef struct ce_stats {
     long long pending, processing, completed, failed, cancelled;
-    long long scheduled; /* pending with scheduled_at in the future (a subset of pending) */
+    long long scheduled; /* not yet due: state 'scheduled', and Rust-written future 'pending' */
     long long dlq;       /* rows of the queue in the dead-letter queue */
     long long total;     /* task rows of the queue, any state (DLQ not included) */
 } ce_stats;
 
 /* One round trip; every part is an index range (see docs/admin.md for the EXPLAIN). */
 int ce_get_statistics(ce_conn *c, const char *queue, ce_stats *out, ce_error *err);
-/* Rows (task_name, count) of tasks of queue in state, or pending + processing when NULL. */
+/* Rows (task_name, count) of tasks of queue in state, or scheduled + pending + processing when
+ * NULL. */
 int ce_count_by_task_name(ce_conn *c, const char *queue, const char *state, ce_rows *out,
                           ce_error *err);
-/* Pending tasks whose time has not come, by scheduled_at then id. */
+/* Tasks whose time has not come (see ce_stats.scheduled), by scheduled_at then id. */
 int ce_list_scheduled(ce_conn *c, const char *queue, long long limit, long long offset,
                       ce_rows *out, ce_error *err);
 int ce_count_scheduled(ce_conn *c, const char *queue, long long *n, ce_error *err);

@@ -47,6 +47,10 @@ typedef struct ce_conn {
         char queue[256];
         double at;            /* monotonic seconds */
     } sweeps[CE_SWEEP_SLOTS]; /* last lease sweep per queue (see task.c) */
+    struct {
+        char queue[256];
+        double at;            /* monotonic seconds */
+    } stages[CE_SWEEP_SLOTS]; /* last staging step per queue (see staging.c) */
 } ce_conn;
 
 /* The client library's process-wide state, counted: the first acquire initialises it, the

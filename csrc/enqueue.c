@@ -18,19 +18,20 @@ void ce_task_spec_init(ce_task_spec *t)
 
 #define INSERT_COLUMNS                                                                             \
     "INSERT INTO celers_tasks (id, task_name, payload, payload_type, priority, max_retries, "      \
-    "queue, scheduled_at, timeout_seconds, metadata, idempotency_key, created_at) VALUES "
+    "queue, scheduled_at, state, timeout_seconds, metadata, idempotency_key, created_at) VALUES "
 /* eta counts from the epoch in the session's UTC (FROM_UNIXTIME stops at 2038 on MariaDB
- * before 11.5); a NULL eta falls through to now + delay. */
+ * before 11.5); a NULL eta falls through to now + delay. A task not yet due starts in
+ * 'scheduled' (the state reads the row's scheduled_at, set just before it in the list). */
 // clang-format off
 #define INSERT_ROW \
     "(?, ?, ?, ?, ?, ?, ?, " \
     "COALESCE(DATE_ADD(TIMESTAMP'1970-01-01 00:00:00', " \
     "INTERVAL ROUND(1000000 * CAST(? AS DECIMAL(20, 6))) MICROSECOND), " CE_FROM_NOW("?") "), " \
-    "?, ?, ?, NOW(6))"
+    "IF(scheduled_at > NOW(6), 'scheduled', 'pending'), ?, ?, ?, NOW(6))"
 // clang-format on
 #define INSERT_PARAMS 12
 /* The same row for a task due now: two parameters and the date arithmetic fewer per row. */
-#define INSERT_ROW_NOW "(?, ?, ?, ?, ?, ?, ?, NOW(6), ?, ?, ?, NOW(6))"
+#define INSERT_ROW_NOW "(?, ?, ?, ?, ?, ?, ?, NOW(6), 'pending', ?, ?, ?, NOW(6))"
 #define INSERT_PARAMS_NOW 10
 #define ON_DUPLICATE_KEEP " ON DUPLICATE KEY UPDATE id = id"
 

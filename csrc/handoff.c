@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "staging.h"
+
 static const char SQL_ACK_AND_CLAIM[] = "CALL celers_ack_and_claim(?, ?, ?, ?, ?, ?)";
 
 typedef struct {
@@ -45,7 +47,49 @@ int ce_ack_and_claim(ce_conn *c, const char *queue, ce_task_ref prev, const char
     memset(out, 0, sizeof *out);
     *acked = 0;
     ce_recover_if_due(c, queue);
-    /* The ack commits before the claim inside the procedure: neither a lost link nor a
-     * deadlock in the claim may run it again (the ack would then report false). */
-    return ce_conn_run(c, CE_SINGLE, handoff_op, &x, err);
+    ce_stage_if_due(c, queue);
+    /* Ack and claim are one transaction inside the procedure: a deadlock rolls both back and
+     * may run again; a lost link may have committed both, so it reports "lost". */
+    return ce_conn_run(c, CE_ONCE, handoff_op, &x, err);
+}
+
+typedef struct {
+    const char *queue;
+    const ce_task_ref *refs;
+    size_t nrefs;
+    unsigned int n;
+    const char *worker_id;
+    double lease;
+    unsigned long long *acked;
+    ce_rows *out;
+} batch_handoff_ctx;
+
+static int batch_handoff_op(ce_conn *c, void *vctx, ce_error *err)
+{
+    batch_handoff_ctx *x = vctx;
+    if (ce_conn_begin(c, err) < 0) return -1;
+    if (ce_ack_in_tx(c, x->refs, x->nrefs, x->acked, err) < 0) return -1;
+    if (x->n && ce_claim_in_tx(c, x->queue, x->n, x->worker_id, x->lease, x->out, err) < 0)
+        return -1;
+    if (ce_conn_commit(c, err) < 0) {
+        ce_rows_free(x->out);
+        return -1;
+    }
+    return 0;
+}
+
+int ce_ack_batch_and_claim(ce_conn *c, const char *queue, const ce_task_ref *refs, size_t nrefs,
+                           unsigned int n, const char *worker_id, double lease,
+                           unsigned long long *acked, ce_rows *out, ce_error *err)
+{
+    batch_handoff_ctx x = {queue, refs, nrefs, n, worker_id, lease, acked, out};
+    memset(out, 0, sizeof *out);
+    *acked = 0;
+    if (n) {
+        ce_recover_if_due(c, queue);
+        ce_stage_if_due(c, queue);
+    }
+    /* Until COMMIT is sent the server rolls everything back on a lost link or deadlock, so
+     * running again is safe (the acks are fenced); a COMMIT left unanswered reports "lost". */
+    return ce_conn_run(c, CE_REPEAT, batch_handoff_op, &x, err);
 }

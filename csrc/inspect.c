@@ -7,7 +7,9 @@
 
 #define SELECT_TASKS "SELECT " CE_TASK_COLUMNS " FROM celers_tasks WHERE queue = ?"
 #define PAGE " ORDER BY id LIMIT ? OFFSET ?"
-#define SCHEDULED " AND state = 'pending' AND scheduled_at > NOW(6)"
+/* Not yet due: state 'scheduled', and rows the Rust broker wrote as 'pending' with a future
+ * scheduled_at. Each is a range of idx_celers_tasks_staging (queue, state, scheduled_at). */
+#define EARLY " AND state = 'pending' AND scheduled_at > NOW(6)"
 
 /* Indexed by (state given) * 2 + (after_id given). idx_celers_tasks_queue_id serves the
  * id order; with a state the optimizer may also pick idx_celers_tasks_dequeue. */
@@ -19,23 +21,28 @@ static const char *const SQL_LIST[4] = {
 };
 
 /* Each part is a range of an index on (queue, state, ...) or (queue, failed_at): the counts
- * read index entries only, never table rows (EXPLAIN in docs/admin.md). */
+ * read index entries only, never table rows (EXPLAIN in docs/admin.md). '#early' rows (see
+ * EARLY) count as scheduled, not pending. */
 static const char SQL_STATS[] =
     "SELECT state, COUNT(*) FROM celers_tasks WHERE queue = ? GROUP BY state "
-    "UNION ALL SELECT '#scheduled', COUNT(*) FROM celers_tasks WHERE queue = ?" SCHEDULED
+    "UNION ALL SELECT '#early', COUNT(*) FROM celers_tasks WHERE queue = ?" EARLY
     " UNION ALL SELECT '#dlq', COUNT(*) FROM celers_dead_letter_queue WHERE queue = ?";
 
 static const char SQL_BY_NAME_LIVE[] =
     "SELECT task_name, COUNT(*) FROM celers_tasks WHERE queue = ? "
-    "AND state IN ('pending', 'processing') GROUP BY task_name ORDER BY task_name";
+    "AND state IN ('scheduled', 'pending', 'processing') GROUP BY task_name ORDER BY task_name";
 static const char SQL_BY_NAME_STATE[] =
     "SELECT task_name, COUNT(*) FROM celers_tasks WHERE queue = ? AND state = ? "
     "GROUP BY task_name ORDER BY task_name";
 
+/* Two index-ordered ranges merged: each side reads at most limit + offset rows. */
 static const char SQL_SCHEDULED[] =
-    SELECT_TASKS SCHEDULED " ORDER BY scheduled_at, id LIMIT ? OFFSET ?";
+    "SELECT * FROM ((" SELECT_TASKS " AND state = 'scheduled' ORDER BY scheduled_at, id "
+    "LIMIT ?) UNION ALL (" SELECT_TASKS EARLY " ORDER BY scheduled_at, id LIMIT ?)) AS s "
+    "ORDER BY 11, 1 LIMIT ? OFFSET ?";
 static const char SQL_COUNT_SCHEDULED[] =
-    "SELECT COUNT(*) FROM celers_tasks WHERE queue = ?" SCHEDULED;
+    "SELECT (SELECT COUNT(*) FROM celers_tasks WHERE queue = ? AND state = 'scheduled') + "
+    "(SELECT COUNT(*) FROM celers_tasks WHERE queue = ?" EARLY ")";
 static const char SQL_PROCESSING[] =
     SELECT_TASKS " AND state = 'processing' ORDER BY started_at, id LIMIT ? OFFSET ?";
 static const char SQL_BY_WORKER[] =
@@ -65,14 +72,15 @@ int ce_get_statistics(ce_conn *c, const char *queue, ce_stats *s, ce_error *err)
 {
     ce_param p[3] = {ce_pstr(queue), ce_pstr(queue), ce_pstr(queue)};
     ce_rows rows = {0};
+    long long early = 0;
     memset(s, 0, sizeof *s);
     if (ce_run(c, CE_REPEAT, SQL_STATS, p, 3, &rows, NULL, err) < 0) return -1;
     for (unsigned int i = 0; i < rows.nrows; i++) {
         const char *k = CE_CELL(&rows, i, 0)->data;
         long long v = ce_cell_int(&rows, i, 1, 0);
         if (!k) continue;
-        if (strcmp(k, "#scheduled") == 0) {
-            s->scheduled = v;
+        if (strcmp(k, "#early") == 0) {
+            early = v;
             continue;
         }
         if (strcmp(k, "#dlq") == 0) {
@@ -90,7 +98,11 @@ int ce_get_statistics(ce_conn *c, const char *queue, ce_stats *s, ce_error *err)
             s->failed = v;
         else if (strcmp(k, "cancelled") == 0)
             s->cancelled = v;
+        else if (strcmp(k, "scheduled") == 0)
+            s->scheduled += v;
     }
+    s->pending -= early;
+    s->scheduled += early;
     ce_rows_free(&rows);
     return 0;
 }
@@ -106,14 +118,15 @@ int ce_count_by_task_name(ce_conn *c, const char *queue, const char *state, ce_r
 int ce_list_scheduled(ce_conn *c, const char *queue, long long limit, long long offset,
                       ce_rows *out, ce_error *err)
 {
-    ce_param p[3] = {ce_pstr(queue), ce_pint(limit), ce_pint(offset)};
-    return ce_run(c, CE_REPEAT, SQL_SCHEDULED, p, 3, out, NULL, err);
+    ce_param p[6] = {ce_pstr(queue),          ce_pint(limit + offset), ce_pstr(queue),
+                     ce_pint(limit + offset), ce_pint(limit),          ce_pint(offset)};
+    return ce_run(c, CE_REPEAT, SQL_SCHEDULED, p, 6, out, NULL, err);
 }
 
 int ce_count_scheduled(ce_conn *c, const char *queue, long long *n, ce_error *err)
 {
-    ce_param p[1] = {ce_pstr(queue)};
-    return ce_run_count(c, CE_REPEAT, SQL_COUNT_SCHEDULED, p, 1, n, err);
+    ce_param p[2] = {ce_pstr(queue), ce_pstr(queue)};
+    return ce_run_count(c, CE_REPEAT, SQL_COUNT_SCHEDULED, p, 2, n, err);
 }
 
 int ce_list_processing(ce_conn *c, const char *queue, long long limit, long long offset,

@@ -1,9 +1,11 @@
-/* Lua binding of claiming and settling (task.h, handoff.h): dequeue, dequeue_batch,
- * ack_and_dequeue, ack, ack_batch, reject, retry, touch, cancel, queue control, get_task. */
+/* Lua binding of claiming and settling (task.h, handoff.h, staging.h): dequeue, dequeue_batch,
+ * ack_and_dequeue, ack_batch_and_dequeue, promote_scheduled, ack, ack_batch, reject, retry, touch,
+ * cancel, queue control, get_task. */
 #include "auxiliar.h"
 #include "handoff.h"
 #include "lbroker.h"
 #include "lrows.h"
+#include "staging.h"
 #include "task.h"
 
 /* A task argument: a task table (id and claim) or a bare id string. */
@@ -120,6 +122,69 @@ static int broker_ack_and_dequeue(lua_State *L)
         lua_pushnil(L);
     ce_rows_free(&rows);
     return 2;
+}
+
+/* Task refs from the list at idx, in a userdata left on the stack (strings stay alive in the
+ * list). */
+static ce_task_ref *read_refs(lua_State *L, int idx, const char *fn, size_t *n)
+{
+    ce_task_ref *refs;
+    if (!lua_istable(L, idx)) aux_arg_error(L, fn, "tasks", "a list of tasks", idx);
+    *n = lua_rawlen(L, idx);
+    refs = lua_newuserdata(L, sizeof *refs * (*n ? *n : 1));
+    for (size_t i = 0; i < *n; i++) {
+        lua_rawgeti(L, idx, (int)i + 1);
+        refs[i] = read_ref(L, -1, fn);
+        lua_pop(L, 1);
+    }
+    return refs;
+}
+
+/* ack_batch_and_dequeue(tasks, n, opts) -> acked count, list of up to n claimed tasks.
+ * The acks (fenced per task) and the claim are one transaction with one commit. */
+static int broker_ack_batch_and_dequeue(lua_State *L)
+{
+    const char *fn = "ack_batch_and_dequeue";
+    lbroker *b = lbroker_check(L, fn);
+    long long n = aux_check_count(L, 3, fn, "n");
+    const char *worker;
+    double lease;
+    size_t nrefs;
+    ce_task_ref *refs;
+    unsigned long long acked = 0;
+    ce_rows rows = {0};
+    ce_error err;
+    if (n > 10000) luaL_error(L, "celers: %s: 'n' must be at most 10000", fn);
+    read_dequeue_opts(L, 4, fn, b, &worker, &lease);
+    refs = read_refs(L, 2, fn, &nrefs);
+    if (ce_ack_batch_and_claim(b->shared->conn, b->queue, refs, nrefs, (unsigned int)n,
+                               worker ? worker : b->worker_id, lease, &acked, &rows, &err) < 0)
+        return aux_push_error(L, &err);
+    lbroker_count(L, "acked", (lua_Number)acked);
+    lua_pushinteger(L, (lua_Integer)acked);
+    lua_createtable(L, (int)rows.nrows, 0);
+    for (unsigned int i = 0; i < rows.nrows; i++) {
+        lrows_push_task(L, &rows, i);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    ce_rows_free(&rows);
+    return 2;
+}
+
+/* promote_scheduled([limit]) -> how many due scheduled tasks became pending now. Claims do
+ * this on their own every CE_STAGE_INTERVAL seconds; this runs the step at once. */
+static int broker_promote_scheduled(lua_State *L)
+{
+    const char *fn = "promote_scheduled";
+    lbroker *b = lbroker_check(L, fn);
+    long long limit = lua_isnoneornil(L, 2) ? CE_STAGE_ROWS : aux_check_count(L, 2, fn, "limit");
+    unsigned long long promoted = 0;
+    ce_error err;
+    if (limit > 100000) luaL_error(L, "celers: %s: 'limit' must be at most 100000", fn);
+    if (ce_stage_due(b->shared->conn, b->queue, (unsigned int)limit, &promoted, &err) < 0)
+        return aux_push_error(L, &err);
+    lua_pushinteger(L, (lua_Integer)promoted);
+    return 1;
 }
 
 /* ---- settle -------------------------------------------------------------------------- */
@@ -340,6 +405,8 @@ static const luaL_Reg methods[] = {
     {"dequeue_with_worker_id", broker_dequeue_with_worker_id},
     {"dequeue_batch", broker_dequeue_batch},
     {"ack_and_dequeue", broker_ack_and_dequeue},
+    {"ack_batch_and_dequeue", broker_ack_batch_and_dequeue},
+    {"promote_scheduled", broker_promote_scheduled},
     {"ack", broker_ack},
     {"ack_batch", broker_ack_batch},
     {"reject", broker_reject},

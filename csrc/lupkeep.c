@@ -9,8 +9,8 @@
 #include "lrows.h"
 #include "task.h"
 
-static const char *const STATES[] = {"pending", "processing", "completed",
-                                     "failed",  "cancelled",  NULL};
+static const char *const STATES[] = {"scheduled", "pending",   "processing", "completed",
+                                     "failed",    "cancelled", NULL};
 
 /* Never raises on a failing server: healthy=false and the error instead. */
 static int check_health(lua_State *L)
@@ -146,8 +146,8 @@ static int purge_by_state(lua_State *L)
         if (strcmp(STATES[i], state) == 0) known = 1;
     if (!known)
         luaL_error(L,
-                   "celers: %s: 'state' must be one of pending, processing, completed, failed, "
-                   "cancelled (got '%s')",
+                   "celers: %s: 'state' must be one of scheduled, pending, processing, "
+                   "completed, failed, cancelled (got '%s')",
                    fn, state);
     return purge_state(L, b, state);
 }

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "staging.h"
+
 /* Tasks moved per pass of a dead-letter sweep. */
 #define SWEEP_ROWS 100
 
@@ -13,16 +15,21 @@
 /* Settling is fenced by the claim: a NULL claim parameter matches any claim (bare id). */
 #define FENCE "id = ? AND state = 'processing' AND claim_id <=> COALESCE(?, claim_id)"
 
+/* The claim reads idx_celers_tasks_claim (queue, state, claim_rank, scheduled_at, id) in
+ * order, all ascending (claim_rank = -priority; see sql/015): no filesort, and SKIP LOCKED
+ * locks only the rows it returns. The hint keeps the plan fixed: a filesort under FOR UPDATE
+ * would lock every ready row. scheduled_at <= NOW(6) stays for rows written by the Rust
+ * broker, which keeps future tasks 'pending'. */
 static const char SQL_CLAIM[] =
     "SELECT id, task_name, payload, payload_type, priority, retry_count + 1, max_retries, queue, "
     "'processing', " CE_EPOCH("created_at") ", " CE_EPOCH("scheduled_at") ", " CE_EPOCH("NOW(6)") ", "
     "NULL, ?, error_message, metadata, "
     "?, " CE_EPOCH(CE_FROM_NOW("COALESCE(timeout_seconds, ?)")) ", "
     "timeout_seconds, idempotency_key, NOW(6) "
-    "FROM celers_tasks "
+    "FROM celers_tasks FORCE INDEX (idx_celers_tasks_claim) "
     "WHERE queue = ? AND state = 'pending' AND scheduled_at <= NOW(6) "
     "AND NOT EXISTS (SELECT 1 FROM celers_queue_pauses WHERE queue = ?) "
-    "ORDER BY priority DESC, scheduled_at, id LIMIT ? FOR UPDATE SKIP LOCKED";
+    "ORDER BY claim_rank, scheduled_at, id LIMIT ? FOR UPDATE SKIP LOCKED";
 
 #define CLAIM_UPDATE \
     "UPDATE celers_tasks SET state = 'processing', started_at = CAST(? AS DATETIME(6)), " \
@@ -35,9 +42,14 @@ static const char SQL_ACK[] =
     "UPDATE celers_tasks SET state = 'completed', completed_at = NOW(6), lease_expires_at = NULL "
     "WHERE " FENCE;
 
+/* The retry delay in microseconds: the caller's, else the backoff for this attempt. */
+#define RETRY_DELAY_US \
+    "ROUND(1000000 * COALESCE(?, LEAST(?, ? * POW(?, LEAST(GREATEST(retry_count - 1, 0), 64)))))"
+
+/* A positive delay parks the task in 'scheduled' (staging.c promotes it when due). */
 static const char SQL_RETRY[] =
-    "UPDATE celers_tasks SET state = 'pending', "
-    "scheduled_at = " CE_FROM_NOW("COALESCE(?, LEAST(?, ? * POW(?, LEAST(GREATEST(retry_count - 1, 0), 64))))") ", "
+    "UPDATE celers_tasks SET state = IF(" RETRY_DELAY_US " > 0, 'scheduled', 'pending'), "
+    "scheduled_at = DATE_ADD(NOW(6), INTERVAL " RETRY_DELAY_US " MICROSECOND), "
     "error_message = COALESCE(?, error_message), worker_id = NULL, claim_id = NULL, "
     "lease_expires_at = NULL "
     "WHERE " FENCE " AND retry_count <= max_retries";
@@ -58,7 +70,7 @@ static const char SQL_TOUCH[] =
 
 static const char SQL_CANCEL[] =
     "UPDATE celers_tasks SET state = 'cancelled', completed_at = NOW(6), lease_expires_at = NULL "
-    "WHERE id = ? AND state IN ('pending', 'processing')";
+    "WHERE id = ? AND state IN ('scheduled', 'pending', 'processing')";
 
 /* A held task is overdue when its lease ran out, or (with a threshold) it started too long ago. */
 #define OVERDUE \
@@ -78,42 +90,67 @@ static const char SQL_PAUSE[] =
     "INSERT INTO celers_queue_pauses (queue) VALUES (?) ON DUPLICATE KEY UPDATE queue = queue";
 static const char SQL_RESUME[] = "DELETE FROM celers_queue_pauses WHERE queue = ?";
 static const char SQL_IS_PAUSED[] = "SELECT COUNT(*) FROM celers_queue_pauses WHERE queue = ?";
+/* Waiting tasks, due or not (two ranges of the claim index). */
 static const char SQL_QUEUE_SIZE[] =
-    "SELECT COUNT(*) FROM celers_tasks WHERE queue = ? AND state = 'pending'";
+    "SELECT COUNT(*) FROM celers_tasks WHERE queue = ? AND state IN ('pending', 'scheduled')";
 static const char SQL_GET_TASK[] = "SELECT " CE_TASK_COLUMNS " FROM celers_tasks WHERE id = ?";
 // clang-format on
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
-/* "prefix (?, ?, ...)<suffix>" for n placeholders, or "prefix = ?" for one. Caller frees. */
-static char *in_list_sql(const char *prefix, size_t n, const char *suffix)
+/* Variable-length IN lists are padded to one of these lengths (the last element repeated,
+ * which matches nothing new), so a connection prepares at most one statement per bucket
+ * instead of one per length. The largest is the chunk size of every batch statement. */
+static const unsigned int BUCKETS[] = {1, 4, 16, 64, 256, CE_IN_CHUNK};
+
+static size_t bucket(size_t n)
 {
-    size_t len = strlen(prefix) + strlen(suffix) + n * 3 + 16;
-    char *sql = malloc(len), *p;
+    for (size_t i = 0; i < sizeof BUCKETS / sizeof BUCKETS[0]; i++)
+        if (n <= BUCKETS[i]) return BUCKETS[i];
+    return CE_IN_CHUNK;
+}
+
+/* "prefix IN (?, ?, ...)" for bucket(n) placeholders, or "prefix = ?" for one. Caller frees. */
+static char *in_list_sql(const char *prefix, size_t n)
+{
+    size_t b = bucket(n);
+    char *sql = malloc(strlen(prefix) + b * 2 + 16), *p;
     if (!sql) return NULL;
     p = sql + sprintf(sql, "%s", prefix);
-    if (n == 1) {
-        p += sprintf(p, "= ?");
+    if (b == 1) {
+        strcpy(p, "= ?");
     } else {
         p += sprintf(p, "IN (");
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < b; i++)
             p += sprintf(p, i ? ",?" : "?");
-        p += sprintf(p, ")");
+        strcpy(p, ")");
     }
-    sprintf(p, "%s", suffix);
     return sql;
 }
 
-/* "<head>(?,?),(?,?)...)": n (id, claim_id) pairs for a row-constructor IN list. */
+/* "<head>(?,?),(?,?)...)": bucket(n) (id, claim_id) pairs for a row-constructor IN list. */
 static char *pairs_sql(const char *head, size_t n)
 {
-    char *sql = malloc(strlen(head) + n * 6 + 2), *s;
+    size_t b = bucket(n);
+    char *sql = malloc(strlen(head) + b * 6 + 2), *s;
     if (!sql) return NULL;
     s = sql + sprintf(sql, "%s", head);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < b; i++)
         s += sprintf(s, i ? ",(?,?)" : "(?,?)");
     strcpy(s, ")");
     return sql;
+}
+
+/* Parameters of pairs_sql for refs[0..n), padded with the last pair; p holds 2*bucket(n). */
+static unsigned int put_pairs(ce_param *p, const ce_task_ref *refs, size_t n)
+{
+    size_t b = bucket(n);
+    for (size_t i = 0; i < b; i++) {
+        const ce_task_ref *r = &refs[i < n ? i : n - 1];
+        p[2 * i] = ce_pstr(r->id);
+        p[2 * i + 1] = ce_pstr(r->claim_id);
+    }
+    return (unsigned int)(2 * b);
 }
 
 /* Copy a held task to the DLQ and delete it; the caller holds the row lock in a transaction. */
@@ -131,6 +168,56 @@ static int move_to_dlq(ce_conn *c, const char *id, const char *error, ce_error *
 
 /* ---- claim -------------------------------------------------------------------------- */
 
+/* Mark claimed rows [from, from + k) of out as held by claim_id: one padded IN-list UPDATE. */
+static int mark_claimed(ce_conn *c, const ce_rows *out, unsigned int from, unsigned int k,
+                        const char *worker_id, const char *claim_id, double lease, ce_error *err)
+{
+    size_t b = bucket(k);
+    char *sql = in_list_sql(CLAIM_UPDATE, k);
+    ce_param *up = malloc(sizeof *up * (CLAIM_UPDATE_PARAMS + b));
+    int rc = -1;
+    if (!sql || !up) {
+        ce_error_set(err, CE_ENOMEM, "out of memory");
+        goto done;
+    }
+    up[0] = ce_pstr(CE_CELL(out, 0, CE_T_NCOLS)->data); /* the server's NOW(6) */
+    up[1] = ce_pstr(worker_id);
+    up[2] = ce_pstr(claim_id);
+    up[3] = up[0];
+    up[4] = ce_pdouble(lease);
+    for (size_t i = 0; i < b; i++)
+        up[CLAIM_UPDATE_PARAMS + i] =
+            ce_pstr(CE_CELL(out, from + (i < k ? i : k - 1), CE_T_ID)->data);
+    rc = ce_exec(c, sql, up, (unsigned int)(CLAIM_UPDATE_PARAMS + b), NULL, NULL, err);
+done:
+    free(sql);
+    free(up);
+    return rc;
+}
+
+int ce_claim_in_tx(ce_conn *c, const char *queue, unsigned int n, const char *worker_id,
+                   double lease, ce_rows *out, ce_error *err)
+{
+    char claim_id[CE_UUID_LEN + 1];
+    ce_param sp[6];
+    ce_uuid7(claim_id);
+    sp[0] = ce_pstr(worker_id);
+    sp[1] = ce_pstr(claim_id);
+    sp[2] = ce_pdouble(lease);
+    sp[3] = ce_pstr(queue);
+    sp[4] = ce_pstr(queue);
+    sp[5] = ce_pint(n);
+    if (ce_exec(c, SQL_CLAIM, sp, 6, out, NULL, err) < 0) return -1;
+    for (unsigned int from = 0; from < out->nrows; from += CE_IN_CHUNK) {
+        unsigned int k = out->nrows - from < CE_IN_CHUNK ? out->nrows - from : CE_IN_CHUNK;
+        if (mark_claimed(c, out, from, k, worker_id, claim_id, lease, err) < 0) {
+            ce_rows_free(out);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 typedef struct {
     const char *queue;
     unsigned int n;
@@ -142,47 +229,17 @@ typedef struct {
 static int claim_op(ce_conn *c, void *vctx, ce_error *err)
 {
     claim_ctx *x = vctx;
-    char claim_id[CE_UUID_LEN + 1];
-    ce_param sp[6], *up;
-    char *sql;
-    unsigned int n;
-    int rc;
-
-    ce_uuid7(claim_id);
     if (ce_conn_begin(c, err) < 0) return -1;
-    sp[0] = ce_pstr(x->worker_id);
-    sp[1] = ce_pstr(claim_id);
-    sp[2] = ce_pdouble(x->lease);
-    sp[3] = ce_pstr(x->queue);
-    sp[4] = ce_pstr(x->queue);
-    sp[5] = ce_pint(x->n);
-    if (ce_exec(c, SQL_CLAIM, sp, 6, x->out, NULL, err) < 0) return -1;
-    n = x->out->nrows;
-    if (n == 0) {
+    if (ce_claim_in_tx(c, x->queue, x->n, x->worker_id, x->lease, x->out, err) < 0) return -1;
+    if (x->out->nrows == 0) {
         ce_conn_rollback(c); /* nothing locked; no COMMIT round trip needed */
         return 0;
     }
-    sql = in_list_sql(CLAIM_UPDATE, n, "");
-    up = malloc(sizeof *up * (CLAIM_UPDATE_PARAMS + n));
-    if (!sql || !up) {
-        free(sql);
-        free(up);
+    if (ce_conn_commit(c, err) < 0) {
         ce_rows_free(x->out);
-        return ce_error_set(err, CE_ENOMEM, "out of memory");
+        return -1;
     }
-    up[0] = ce_pstr(CE_CELL(x->out, 0, CE_T_NCOLS)->data); /* the server's NOW(6) */
-    up[1] = ce_pstr(x->worker_id);
-    up[2] = ce_pstr(claim_id);
-    up[3] = up[0];
-    up[4] = ce_pdouble(x->lease);
-    for (unsigned int i = 0; i < n; i++)
-        up[CLAIM_UPDATE_PARAMS + i] = ce_pstr(CE_CELL(x->out, i, CE_T_ID)->data);
-    rc = ce_exec(c, sql, up, CLAIM_UPDATE_PARAMS + n, NULL, NULL, err);
-    free(sql);
-    free(up);
-    if (rc == 0) rc = ce_conn_commit(c, err);
-    if (rc < 0) ce_rows_free(x->out);
-    return rc;
+    return 0;
 }
 
 int ce_claim(ce_conn *c, const char *queue, unsigned int n, const char *worker_id, double lease,
@@ -191,6 +248,7 @@ int ce_claim(ce_conn *c, const char *queue, unsigned int n, const char *worker_i
     claim_ctx x = {queue, n, worker_id, lease, out};
     memset(out, 0, sizeof *out);
     ce_recover_if_due(c, queue);
+    ce_stage_if_due(c, queue);
     return ce_conn_run(c, CE_REPEAT, claim_op, &x, err);
 }
 
@@ -242,8 +300,57 @@ int ce_ack(ce_conn *c, ce_task_ref ref, int *ok, ce_error *err)
     return settle_once(c, SQL_ACK, p, 2, ok, err);
 }
 
-/* Pairs per ack_batch statement: 1000 parameters, far below the protocol's 65535. */
-#define ACK_CHUNK 500
+/* One UPDATE fenced per row by (id, claim_id) IN ((?, ?), ...), a range on the primary key;
+ * n <= CE_IN_CHUNK. */
+static int ack_pairs(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long long *acked,
+                     ce_error *err)
+{
+    static const char head[] = "UPDATE celers_tasks SET state = 'completed', completed_at = "
+                               "NOW(6), lease_expires_at = NULL WHERE state = 'processing' AND "
+                               "(id, claim_id) IN (";
+    char *sql = pairs_sql(head, n);
+    ce_param *p = malloc(sizeof *p * bucket(n) * 2);
+    int rc = -1;
+    if (!sql || !p) {
+        ce_error_set(err, CE_ENOMEM, "out of memory");
+        goto done;
+    }
+    rc = ce_exec(c, sql, p, put_pairs(p, refs, n), NULL, acked, err);
+done:
+    free(sql);
+    free(p);
+    return rc;
+}
+
+static int has_bare_id(const ce_task_ref *refs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!refs[i].claim_id) return 1;
+    return 0;
+}
+
+int ce_ack_in_tx(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long long *acked,
+                 ce_error *err)
+{
+    *acked = 0;
+    if (has_bare_id(refs, n)) {
+        /* Bare ids carry no claim: one fenced UPDATE each, fenced by state alone. */
+        for (size_t i = 0; i < n; i++) {
+            ce_param p[2] = {ce_pstr(refs[i].id), ce_pstr(refs[i].claim_id)};
+            unsigned long long one = 0;
+            if (ce_exec(c, SQL_ACK, p, 2, NULL, &one, err) < 0) return -1;
+            *acked += one;
+        }
+        return 0;
+    }
+    for (size_t from = 0; from < n; from += CE_IN_CHUNK) {
+        unsigned long long k = 0;
+        if (ack_pairs(c, refs + from, n - from < CE_IN_CHUNK ? n - from : CE_IN_CHUNK, &k, err) < 0)
+            return -1;
+        *acked += k;
+    }
+    return 0;
+}
 
 typedef struct {
     const ce_task_ref *refs;
@@ -251,48 +358,28 @@ typedef struct {
     unsigned long long acked;
 } ack_batch_ctx;
 
-/* One UPDATE fenced per row by (id, claim_id) IN ((?, ?), ...), a range on the primary key. */
 static int ack_batch_op(ce_conn *c, void *vctx, ce_error *err)
 {
-    static const char head[] = "UPDATE celers_tasks SET state = 'completed', completed_at = "
-                               "NOW(6), lease_expires_at = NULL WHERE state = 'processing' AND "
-                               "(id, claim_id) IN (";
     ack_batch_ctx *x = vctx;
-    char *sql = pairs_sql(head, x->n);
-    ce_param *p = malloc(sizeof *p * x->n * 2);
-    int rc = -1;
-    if (!sql || !p) {
-        ce_error_set(err, CE_ENOMEM, "out of memory");
-        goto done;
-    }
-    for (size_t i = 0; i < x->n; i++) {
-        p[2 * i] = ce_pstr(x->refs[i].id);
-        p[2 * i + 1] = ce_pstr(x->refs[i].claim_id);
-    }
-    rc = ce_exec(c, sql, p, (unsigned int)(x->n * 2), NULL, &x->acked, err);
-done:
-    free(sql);
-    free(p);
-    return rc;
+    return ack_pairs(c, x->refs, x->n, &x->acked, err);
 }
 
 int ce_ack_batch(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long long *acked,
                  ce_error *err)
 {
     *acked = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!refs[i].claim_id) {
-            /* Bare ids carry no claim: settle them one by one, fenced by state alone. */
-            for (size_t k = 0; k < n; k++) {
-                int ok = 0;
-                if (ce_ack(c, refs[k], &ok, err) < 0) return -1;
-                *acked += (unsigned long long)ok;
-            }
-            return 0;
+    if (has_bare_id(refs, n)) {
+        /* Bare ids carry no claim: settle them one by one, fenced by state alone. */
+        for (size_t k = 0; k < n; k++) {
+            int ok = 0;
+            if (ce_ack(c, refs[k], &ok, err) < 0) return -1;
+            *acked += (unsigned long long)ok;
         }
+        return 0;
     }
-    for (size_t from = 0; from < n; from += ACK_CHUNK) {
-        ack_batch_ctx x = {refs + from, n - from < ACK_CHUNK ? n - from : ACK_CHUNK, 0};
+    /* Each chunk commits on its own: one that may have landed is never repeated. */
+    for (size_t from = 0; from < n; from += CE_IN_CHUNK) {
+        ack_batch_ctx x = {refs + from, n - from < CE_IN_CHUNK ? n - from : CE_IN_CHUNK, 0};
         if (ce_conn_run(c, CE_ONCE, ack_batch_op, &x, err) < 0) return -1;
         *acked += x.acked;
     }
@@ -325,15 +412,20 @@ int ce_reject(ce_conn *c, ce_task_ref ref, int requeue, double delay, const char
     dlq_ctx d = {ref, error, 0};
     *outcome = 0;
     if (requeue) {
-        ce_param p[7] = {delay >= 0 ? ce_pdouble(delay) : ce_pnull(),
-                         ce_pdouble(c->cfg.retry_max),
-                         ce_pdouble(c->cfg.retry_base),
-                         ce_pdouble(c->cfg.retry_factor),
-                         ce_pstr(error),
-                         ce_pstr(ref.id),
-                         ce_pstr(ref.claim_id)};
+        ce_param d = delay >= 0 ? ce_pdouble(delay) : ce_pnull();
+        ce_param p[11] = {d,
+                          ce_pdouble(c->cfg.retry_max),
+                          ce_pdouble(c->cfg.retry_base),
+                          ce_pdouble(c->cfg.retry_factor),
+                          d,
+                          ce_pdouble(c->cfg.retry_max),
+                          ce_pdouble(c->cfg.retry_base),
+                          ce_pdouble(c->cfg.retry_factor),
+                          ce_pstr(error),
+                          ce_pstr(ref.id),
+                          ce_pstr(ref.claim_id)};
         int ok = 0;
-        if (settle_once(c, SQL_RETRY, p, 7, &ok, err) < 0) return -1;
+        if (settle_once(c, SQL_RETRY, p, 11, &ok, err) < 0) return -1;
         if (ok) {
             *outcome = 1;
             return 0;
@@ -371,7 +463,8 @@ static int touch_batch_op(ce_conn *c, void *vctx, ce_error *err)
         "(id, claim_id) IN (";
     touch_batch_ctx *x = vctx;
     char *usql = pairs_sql(update, x->n), *ssql = pairs_sql(still, x->n);
-    ce_param *p = malloc(sizeof *p * (x->n * 2 + 2));
+    ce_param *p = malloc(sizeof *p * (bucket(x->n) * 2 + 2));
+    unsigned int np;
     unsigned long long affected = 0;
     ce_rows rows = {0};
     int rc = -1;
@@ -381,15 +474,12 @@ static int touch_batch_op(ce_conn *c, void *vctx, ce_error *err)
     }
     p[0] = x->seconds >= 0 ? ce_pdouble(x->seconds) : ce_pnull();
     p[1] = ce_pdouble(c->cfg.lease);
-    for (size_t i = 0; i < x->n; i++) {
-        p[2 + 2 * i] = ce_pstr(x->refs[i].id);
-        p[3 + 2 * i] = ce_pstr(x->refs[i].claim_id);
-    }
-    if (ce_exec(c, usql, p, (unsigned int)(x->n * 2 + 2), NULL, &affected, err) < 0) goto done;
+    np = put_pairs(p + 2, x->refs, x->n);
+    if (ce_exec(c, usql, p, np + 2, NULL, &affected, err) < 0) goto done;
     memset(x->held, affected == x->n, x->n);
     /* Some leases were lost: ask which tasks are still ours (rare, one more round trip). */
     if (affected < x->n) {
-        if (ce_exec(c, ssql, p + 2, (unsigned int)(x->n * 2), &rows, NULL, err) < 0) goto done;
+        if (ce_exec(c, ssql, p + 2, np, &rows, NULL, err) < 0) goto done;
         for (unsigned int r = 0; r < rows.nrows; r++)
             for (size_t i = 0; i < x->n; i++)
                 if (CE_CELL(&rows, r, 1)->data &&
@@ -420,8 +510,8 @@ int ce_touch_batch(ce_conn *c, const ce_task_ref *refs, size_t n, double seconds
             return 0;
         }
     }
-    for (size_t from = 0; from < n; from += ACK_CHUNK) {
-        touch_batch_ctx x = {refs + from, n - from < ACK_CHUNK ? n - from : ACK_CHUNK, seconds,
+    for (size_t from = 0; from < n; from += CE_IN_CHUNK) {
+        touch_batch_ctx x = {refs + from, n - from < CE_IN_CHUNK ? n - from : CE_IN_CHUNK, seconds,
                              held + from};
         /* Extending a lease again is harmless: safe to repeat after a lost link. */
         if (ce_conn_run(c, CE_REPEAT, touch_batch_op, &x, err) < 0) return -1;

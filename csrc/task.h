@@ -54,12 +54,24 @@ typedef struct ce_task_ref {
 int ce_claim(ce_conn *c, const char *queue, unsigned int n, const char *worker_id, double lease,
              ce_rows *out, ce_error *err);
 
+/* Longest IN list of one statement (1000 parameters for pairs, far below the protocol's
+ * 65535); longer batches run in chunks of this size. */
+#define CE_IN_CHUNK 500
+
+/* Building blocks for hand-offs (handoff.c), run inside the caller's open transaction:
+ * claim up to n tasks as ce_claim does; ack refs fenced per task (*acked: how many landed). */
+int ce_claim_in_tx(ce_conn *c, const char *queue, unsigned int n, const char *worker_id,
+                   double lease, ce_rows *out, ce_error *err);
+int ce_ack_in_tx(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long long *acked,
+                 ce_error *err);
+
 /* Settling: *ok is 1 when the task was still held under that claim and changed. */
 int ce_ack(ce_conn *c, ce_task_ref ref, int *ok, ce_error *err);
 int ce_ack_batch(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long long *acked,
                  ce_error *err);
 /* Failed attempt. requeue with retries left: back to pending after delay (< 0: the broker's
- * backoff); otherwise to the dead-letter queue. *outcome: 0 unchanged, 1 requeued, 2 dead. */
+ * backoff; a positive delay waits in 'scheduled'); otherwise to the dead-letter queue. *outcome: 0
+ * unchanged, 1 requeued, 2 dead. */
 int ce_reject(ce_conn *c, ce_task_ref ref, int requeue, double delay, const char *error,
               int *outcome, ce_error *err);
 /* Extend the lease by seconds (< 0: the task's timeout or the broker's lease). */

@@ -9,11 +9,12 @@
 #
 # Unix socket only (--skip-networking), no systemd, no root password.  The server reads no
 # option files (--no-defaults), so the machine's /etc/mysql config does not leak in.
-# Extra server options can be passed in CELERS_DB_ARGS (word-split).
+# Extra server options can be passed in CELERS_DB_ARGS (word-split); CELERS_DB_DIR puts the
+# server in another folder (make bench runs a second one on tmpfs).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DB_DIR=$ROOT/.db
+DB_DIR=${CELERS_DB_DIR:-$ROOT/.db}
 DATA=$DB_DIR/data
 SOCK=$DB_DIR/mysqld.sock
 PIDF=$DB_DIR/mysqld.pid

@@ -162,14 +162,14 @@ describe("dequeue", function()
       local far = assert(broker:enqueue_after("far", "x", 3600))
       assert.is_nil(broker:dequeue())
       assert.same({}, broker:dequeue_batch(10))
-      assert.equal("pending", helper.scalar(dsn, "SELECT state FROM celers_tasks WHERE id = " .. sqls(later)))
+      assert.equal("scheduled", helper.scalar(dsn, "SELECT state FROM celers_tasks WHERE id = " .. sqls(later)))
       -- wait (on the database clock) until the first is due, with slack
       local due = tonumber(helper.scalar(dsn, "SELECT UNIX_TIMESTAMP(scheduled_at) FROM celers_tasks WHERE id = " .. sqls(later)))
       while db_now() < due + 0.5 do core.sleep(0.2) end
       local task = assert(broker:dequeue())
       assert.equal(later, task.id)
       assert.is_nil(broker:dequeue())
-      assert.equal("pending", helper.scalar(dsn, "SELECT state FROM celers_tasks WHERE id = " .. sqls(far)))
+      assert.equal("scheduled", helper.scalar(dsn, "SELECT state FROM celers_tasks WHERE id = " .. sqls(far)))
    end)
 
    it("dequeue_batch claims up to n in order, under one claim id", function()

@@ -54,7 +54,7 @@ describe("edge cases", function()
       .. "FROM celers_tasks WHERE id = " .. sqls(id)))
     assert.equal(string.format("%.6f", eta), string.format("%.6f", broker:get_task(id).scheduled_at))
     assert.is_nil(broker:dequeue())
-    assert.equal("pending", scalar("SELECT state FROM celers_tasks WHERE id = " .. sqls(id)))
+    assert.equal("scheduled", scalar("SELECT state FROM celers_tasks WHERE id = " .. sqls(id)))
   end)
 
   it("lease sweeps are kept per queue: a busy queue on the same connection does not starve another", function()

@@ -204,7 +204,7 @@ describe("enqueue", function()
          assert.equal(at, tonumber(helper.scalar(dsn,
             "SELECT UNIX_TIMESTAMP(scheduled_at) FROM celers_tasks WHERE id = " .. sqls(id))))
          assert.is_nil(broker:dequeue())
-         assert.equal("pending", row(id, "state")[1])
+         assert.equal("scheduled", row(id, "state")[1])
       end)
 
       it("enqueue_after pushes scheduled_at out by the delay (database clock)", function()

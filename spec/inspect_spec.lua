@@ -108,16 +108,16 @@ describe("inspection", function()
         .. "(UUID(), 'old', 'p', 'failed', 'ia')")
       local s = assert(a:get_statistics())
       assert.same({
-        pending = count("queue='ia' AND state='pending'"),
+        pending = count("queue='ia' AND state='pending' AND scheduled_at <= NOW(6)"),
         processing = count("queue='ia' AND state='processing'"),
         completed = count("queue='ia' AND state='completed'"),
         failed = count("queue='ia' AND state='failed'"),
         cancelled = count("queue='ia' AND state='cancelled'"),
-        scheduled = count("queue='ia' AND state='pending' AND scheduled_at > NOW(6)"),
+        scheduled = count("queue='ia' AND (state='scheduled' OR (state='pending' AND scheduled_at > NOW(6)))"),
         dlq = tonumber(helper.scalar(dsn, "SELECT COUNT(*) FROM celers_dead_letter_queue WHERE queue='ia'")),
         total = count("queue='ia'"),
       }, s)
-      assert.same({ 3, 1, 1, 1, 1, 2, 1, 7 },
+      assert.same({ 1, 1, 1, 1, 1, 2, 1, 7 },
         { s.pending, s.processing, s.completed, s.failed, s.cancelled, s.scheduled, s.dlq, s.total })
       local sb = assert(b:get_statistics())
       assert.equals(7, sb.pending)
@@ -130,7 +130,7 @@ describe("inspection", function()
       helper.query(dsn, "ANALYZE TABLE celers_tasks, celers_dead_letter_queue")
       -- the statement get_statistics runs (csrc/inspect.c SQL_STATS) and count_scheduled_tasks
       local stats = "SELECT state, COUNT(*) FROM celers_tasks WHERE queue = 'ia' GROUP BY state "
-        .. "UNION ALL SELECT '#scheduled', COUNT(*) FROM celers_tasks WHERE queue = 'ia' "
+        .. "UNION ALL SELECT '#early', COUNT(*) FROM celers_tasks WHERE queue = 'ia' "
         .. "AND state = 'pending' AND scheduled_at > NOW(6) "
         .. "UNION ALL SELECT '#dlq', COUNT(*) FROM celers_dead_letter_queue WHERE queue = 'ia'"
       local rows = helper.query(dsn, "EXPLAIN " .. stats)
@@ -161,13 +161,13 @@ describe("inspection", function()
   end)
 
   describe("scheduled tasks", function()
-    it("lists and counts pending tasks whose time has not come, soonest first", function()
+    it("lists and counts tasks whose time has not come, soonest first", function()
       a:enqueue("now", "n")
       local late = a:enqueue_after("s", "late", 7200)
       local soon = a:enqueue_after("s", "soon", 60)
       b:enqueue_after("s", "other", 60)
       assert.equals(2, a:count_scheduled_tasks())
-      assert.equals(count("queue='ia' AND state='pending' AND scheduled_at > NOW(6)"), a:count_scheduled_tasks())
+      assert.equals(count("queue='ia' AND state='scheduled'"), a:count_scheduled_tasks())
       local list = assert(a:list_scheduled_tasks())
       assert.same({ soon, late }, { list[1].id, list[2].id })
       assert.is_true(list[1].scheduled_at < list[2].scheduled_at)

@@ -57,7 +57,7 @@ describe("broker metrics", function()
 
     -- gauges: what the database holds for queue mq
     local mq = { queue = "mq" }
-    assert.equals(db_count("SELECT COUNT(*) FROM celers_tasks WHERE queue='mq' AND state='pending'"),
+    assert.equals(db_count("SELECT COUNT(*) FROM celers_tasks WHERE queue='mq' AND state IN ('pending', 'scheduled')"),
       value(r, "celers_queue_size", mq))
     assert.equals(db_count("SELECT COUNT(*) FROM celers_tasks WHERE queue='mq' AND state='processing'"),
       value(r, "celers_processing_queue_size", mq))
@@ -66,7 +66,7 @@ describe("broker metrics", function()
     assert.equals(1, value(r, "celers_dlq_size", mq))
     assert.equals(1, value(r, "celers_scheduled_tasks", mq))
     assert.equals(2, value(r, "celers_tasks", { queue = "mq", state = "completed" }))
-    for _, st in ipairs { "pending", "processing", "completed", "failed", "cancelled" } do
+    for _, st in ipairs { "scheduled", "pending", "processing", "completed", "failed", "cancelled" } do
       assert.equals(db_count("SELECT COUNT(*) FROM celers_tasks WHERE queue='mq' AND state='" .. st .. "'"),
         value(r, "celers_tasks", { queue = "mq", state = st }), st)
     end
@@ -86,7 +86,7 @@ describe("broker metrics", function()
     assert(b:update_metrics())
     r = parse(metrics.render())
     assert.equals(1, value(r, "celers_queue_size", { queue = "other" }))
-    assert.equals(db_count("SELECT COUNT(*) FROM celers_tasks WHERE queue='mq' AND state='pending'"),
+    assert.equals(db_count("SELECT COUNT(*) FROM celers_tasks WHERE queue='mq' AND state IN ('pending', 'scheduled')"),
       value(r, "celers_queue_size", mq))
   end)
 

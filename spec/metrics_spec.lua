@@ -53,7 +53,8 @@ describe("celers.metrics", function()
       })
       metrics.update_from_statistics("a", { pending = "1" })
       local text = metrics.render()
-      assert.same({ 'celers_queue_size{queue="a"} 1', 'celers_queue_size{queue="emails"} 7' },
+      -- waiting tasks: pending + scheduled
+      assert.same({ 'celers_queue_size{queue="a"} 1', 'celers_queue_size{queue="emails"} 10' },
         sample_lines(text, "celers_queue_size"))
       assert.same({ 'celers_processing_queue_size{queue="emails"} 2' },
         sample_lines(text, "celers_processing_queue_size"))
@@ -66,6 +67,7 @@ describe("celers.metrics", function()
         'celers_tasks{queue="emails",state="failed"} 1',
         'celers_tasks{queue="emails",state="pending"} 7',
         'celers_tasks{queue="emails",state="processing"} 2',
+        'celers_tasks{queue="emails",state="scheduled"} 3',
       }, sample_lines(text, "celers_tasks{"))
       -- a second update replaces, not adds
       metrics.update_from_statistics("emails", { pending = 1 })

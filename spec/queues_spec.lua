@@ -109,7 +109,7 @@ describe("queues", function()
       assert(broker:dequeue())
       assert.equal(1, broker:queue_size())
       assert.equal(tostring(broker:queue_size()), helper.scalar(dsn,
-         "SELECT COUNT(*) FROM celers_tasks WHERE queue = 'default' AND state = 'pending'"))
+         "SELECT COUNT(*) FROM celers_tasks WHERE queue = 'default' AND state IN ('pending', 'scheduled')"))
    end)
 
    it("with_queue shares the connection, and closing one closes them all", function()

@@ -165,6 +165,44 @@ describe("celers.recurring", function()
     assert.equal(1, #(h:tick(T + 3600 + 30)))
   end)
 
+  it("catch_up = 0 skips what was missed but keeps firing on time", function()
+    local s = scheduler({ { name = "zero", cron = "* * * * *", task = "z" } }, { catch_up = 0 })
+    assert.same({ T }, { (s:tick(T + 5))[1].run_at })          -- on time (5 s late)
+    assert.same({ T + 60 }, { (s:tick(T + 65))[1].run_at })
+    -- down from T+65 to T+605: T+120 .. T+540 were missed and are skipped
+    local done = s:tick(T + 605)
+    assert.equal(1, #done)
+    assert.equal(T + 600, done[1].run_at)
+    assert.equal(2 + 1, tasks("z"))
+    assert.equal(3, runs("zero"))
+    -- an occurrence reached two minutes late is missed too
+    local five = scheduler({ { name = "five0", cron = "*/5 * * * *", task = "f" } }, { catch_up = 0 })
+    assert.equal(T, (five:tick(T + 5))[1].run_at)
+    assert.same({}, (five:tick(T + 300 + 120)))
+    assert.equal(T + 600, (five:tick(T + 601))[1].run_at)
+    assert.equal(2, tasks("f"))
+    -- a new scheduler with catch_up = 0 fires an occurrence only when it is on time
+    local h = scheduler({ { name = "h0", cron = "@hourly", task = "h", catch_up = 0 } })
+    assert.same({}, (h:tick(T + 1800)))
+    assert.equal(T + 3600, (h:tick(T + 3600 + 30))[1].run_at)
+    assert.equal(1, tasks("h"))
+  end)
+
+  it("first_run = \"next\" waits for the next occurrence; the default fires the latest past one", function()
+    local latest = scheduler { { name = "l5", cron = "*/5 * * * *", task = "l" } }
+    assert.equal(T, (latest:tick(T + 30))[1].run_at)
+    local s = scheduler({ { name = "n5", cron = "*/5 * * * *", task = "n" } }, { first_run = "next" })
+    assert.same({}, (s:tick(T + 30)))
+    assert.same({}, (s:tick(T + 299)))
+    assert.equal(T + 300, (s:tick(T + 300))[1].run_at)
+    assert.equal(1, tasks("n"))
+    -- per schedule, and an occurrence exactly at the first tick counts as the next one
+    local p = scheduler { { name = "p", every = 60, task = "p", first_run = "next" } }
+    assert.equal(T, (p:tick(T))[1].run_at)
+    assert.has_error(function() recurring.new { broker = broker, first_run = "soon" } end,
+      'recurring.new: \'first_run\' must be "latest" or "next"')
+  end)
+
   it("validates schedules", function()
     assert.has_error(function() recurring.schedule { name = "x", task = "t" } end,
       "recurring.schedule 'x': 'cron' or 'every' is required")

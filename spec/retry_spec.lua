@@ -140,6 +140,29 @@ describe("celers.retry", function()
       assert.equals(20, p:delay(3, 100))        -- 1 + 0.999 * 299 capped
     end)
 
+    it("decorrelated grows with the attempt when no previous delay is given (as in a worker)", function()
+      -- every draw at the top of its range: 0.5 -> 1.5 -> 4.5 -> 13.5 -> 30 (capped)
+      local top = retry.presets.network:with { random = function() return 1 end }
+      assert.same({ 1.5, 4.5, 13.5, 30, 30 }, { top:delay(1), top:delay(2), top:delay(3), top:delay(4), top:delay(5) })
+      -- with math.random: the preset "network" nears its 30 s max by its last attempts
+      math.randomseed(11)
+      local p = retry.presets.network
+      local function median(attempt)
+        local d = {}
+        for i = 1, 301 do d[i] = p:delay(attempt) end
+        table.sort(d)
+        return d[151], d[301]
+      end
+      local m1, top1 = median(1)
+      local m8, top8 = median(8)
+      assert.is_true(m1 < 1.5 and top1 < 1.5)  -- first retry: [0.5, 1.5)
+      assert.is_true(m8 > 5, m8)                 -- grown well past the first range
+      assert.equals(30, top8)                    -- some draws reach the cap
+      -- a huge attempt number is cheap and stays within the bounds
+      local d = p:delay(1e9)
+      assert.is_true(d >= 0.5 and d <= 30)
+    end)
+
     it("decorrelated stays within bounds over a long seeded run", function()
       math.randomseed(42)
       local p = retry.policy { jitter = "decorrelated", base = 0.5, max_delay = 30 }
@@ -217,19 +240,19 @@ describe("celers.retry", function()
       end
     end
 
-    it("returns at once on success, without sleeping", function()
+    it("returns value, nil, calls at once on success, without sleeping", function()
       local slept, sleep = recorder()
-      local a, b = retry.call(retry.policy(), function() return 1, 2 end, { sleep = sleep })
-      assert.equals(1, a)
-      assert.equals(2, b)
+      local r = { retry.call(retry.policy(), function() return 1, 2 end, { sleep = sleep }) }
+      assert.same({ 1, nil, 1 }, r) -- the documented shape: value, err, calls
       assert.same({}, slept)
     end)
 
-    it("retries nil, err results and records the delays", function()
+    it("retries nil, err results, records the delays and counts the calls on success too", function()
       local slept, sleep = recorder()
-      local v, w = retry.call(retry.policy(), flaky(3, "ok", "more"), { sleep = sleep })
+      local v, err, calls = retry.call(retry.policy(), flaky(3, "ok", "more"), { sleep = sleep })
       assert.equals("ok", v)
-      assert.equals("more", w)
+      assert.is_nil(err)
+      assert.equals(4, calls)
       assert.same({ 1, 2, 4 }, slept)
     end)
 
@@ -267,9 +290,11 @@ describe("celers.retry", function()
 
     it("counts a bare nil as success", function()
       local calls = 0
-      local r = { retry.call(retry.policy(), function() calls = calls + 1 end, { sleep = error }) }
+      local v, err, n = retry.call(retry.policy(), function() calls = calls + 1 end, { sleep = error })
       assert.equals(1, calls)
-      assert.same({}, r)
+      assert.is_nil(v)
+      assert.is_nil(err)
+      assert.equals(1, n)
     end)
 
     it("stops when the predicate says no", function()

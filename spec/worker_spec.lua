@@ -39,7 +39,7 @@ describe("celers.worker", function()
 
   it("runs handlers by task name in batches and acks what succeeded", function()
     local seen = {}
-    local w = new_worker { batch_size = 4, handlers = {
+    local w = new_worker { batch_size = 4, prefetch_window = false, handlers = {
       add = function(p, ctx)
         seen[#seen + 1] = ctx.task.id
         assert.equal(1, ctx.attempt)
@@ -58,7 +58,7 @@ describe("celers.worker", function()
   end)
 
   it("one task at a time: each claim acks the previous task in the same round trip", function()
-    local w = new_worker { handlers = { one = function(p) return p end } }
+    local w = new_worker { batch_size = 1, handlers = { one = function(p) return p end } }
     for i = 1, 5 do broker:enqueue("one", tostring(i)) end
     local counts = w:run { idle_exit = 0 }
     assert.equal(5, counts.succeeded)
@@ -66,10 +66,71 @@ describe("celers.worker", function()
     assert.equal(5, count("state = 'completed' AND completed_at IS NOT NULL"))
     -- stopping with max_tasks acks the last task too
     for i = 1, 3 do broker:enqueue("one", tostring(i)) end
-    counts = new_worker { handlers = { one = function(p) return p end } }:run { max_tasks = 2 }
+    counts = new_worker { batch_size = 1, handlers = { one = function(p) return p end } }:run { max_tasks = 2 }
     assert.equal(2, counts.succeeded)
     assert.equal(7, count("state = 'completed'"))
     assert.equal(1, count("state = 'pending'"))
+  end)
+
+  -- the real broker, with every method call counted
+  local function counting(b)
+    local calls = {}
+    return setmetatable({}, { __index = function(_, k)
+      local v = b[k]
+      if type(v) ~= "function" then return v end
+      return function(_, ...)
+        calls[k] = (calls[k] or 0) + 1
+        return v(b, ...)
+      end
+    end }), calls
+  end
+
+  it("by default settles in batches: 500 tasks cost a few claims and a few acks", function()
+    local batch = {}
+    for i = 1, 500 do batch[i] = { name = "t", payload = tostring(i) } end
+    assert(broker:enqueue_batch(batch))
+    local b, calls = counting(broker)
+    local counts = new_worker { broker = b, handlers = { t = function() return true end } }:run { idle_exit = 0 }
+    assert.equal(500, counts.succeeded)
+    local claims = (calls.dequeue_batch or 0) + (calls.ack_batch_and_dequeue or 0)
+    local acks = (calls.ack or 0) + (calls.ack_batch or 0) + (calls.ack_batch_and_dequeue or 0)
+    -- one claim of 1 to learn the pace, then claims of 100, and the empty one
+    assert.is_true(claims <= 8, claims)
+    assert.is_true(acks <= 8, acks)
+    assert.equal(500, count("state = 'completed' AND retry_count = 1"))
+  end)
+
+  it("acks a finished task before running a next one that would keep it waiting past ack_flush", function()
+    local seen = {}
+    for i = 1, 3 do assert(broker:enqueue("slowish", tostring(i))) end
+    local w = new_worker { batch_size = 3, prefetch_window = false, handlers = {
+      slowish = function(p)
+        local i = tonumber(p)
+        -- what the database says of the tasks before this one, while this one runs
+        seen[i] = count("state = 'completed'")
+        require("celers.core").sleep(0.05)
+        return i
+      end,
+    } }
+    w:run { idle_exit = 0 }
+    assert.same({ 0, 1, 2 }, seen)
+    assert.equal(3, count("state = 'completed'"))
+  end)
+
+  it("slow handlers: a claim takes about prefetch_window seconds of work, not batch_size tasks", function()
+    for i = 1, 8 do broker:enqueue("slow", tostring(i)) end
+    local held = {}
+    local w = new_worker { prefetch_window = 0.25, handlers = {
+      slow = function()
+        held[#held + 1] = count("state = 'processing'")
+        require("celers.core").sleep(0.1)
+      end,
+    } }
+    w:run { idle_exit = 0 }
+    assert.equal(1, held[1]) -- the first claim takes one, to learn the pace
+    for _, n in ipairs(held) do assert.is_true(n <= 2, n) end
+    assert.is_true(w:claim_size() <= 2) -- 0.25 s of work at 0.1 s (and a client call) a task
+    assert.equal(8, count("state = 'completed'"))
   end)
 
   it("sends unknown task names to the dead-letter queue with a clear error", function()
@@ -92,15 +153,15 @@ describe("celers.worker", function()
     local id = broker:enqueue("flaky", "p", { max_retries = 2 })
     w:run { idle_exit = 0 }
     assert.equal(1, calls)
-    -- back to pending, 30 s out (the policy), with the error kept
-    assert.equal("pending", scalar("SELECT state FROM celers_tasks WHERE id = " .. q(id)))
+    -- back to scheduled, 30 s out (the policy), with the error kept
+    assert.equal("scheduled", scalar("SELECT state FROM celers_tasks WHERE id = " .. q(id)))
     assert.equal("1", scalar("SELECT scheduled_at > NOW(6) + INTERVAL 25 SECOND AND scheduled_at < "
       .. "NOW(6) + INTERVAL 35 SECOND FROM celers_tasks WHERE id = " .. q(id)))
     assert.matches("flaky failure 1",
       scalar("SELECT error_message FROM celers_tasks WHERE id = " .. q(id)), 1, true)
     -- make it due again twice: attempts 2 and 3 (max_retries = 2) then the DLQ
     for attempt = 2, 3 do
-      helper.query(dsn, "UPDATE celers_tasks SET scheduled_at = NOW(6) WHERE id = " .. q(id))
+      helper.query(dsn, "UPDATE celers_tasks SET scheduled_at = NOW(6), state = 'pending' WHERE id = " .. q(id))
       w:run { idle_exit = 0 }
       assert.equal(attempt, calls)
     end
@@ -108,6 +169,20 @@ describe("celers.worker", function()
     assert.equal("3", scalar("SELECT retry_count FROM celers_dead_letter_queue WHERE task_id = " .. q(id)))
     assert.matches("flaky failure 3", scalar(
       "SELECT error_message FROM celers_dead_letter_queue WHERE task_id = " .. q(id)), 1, true)
+  end)
+
+  it("decorrelated jitter grows with the attempt inside a worker", function()
+    -- every draw at the top of its range: retries wait 1.5, 4.5, 13.5, 30, 30 ... s
+    local w = new_worker {
+      retry = retry.presets.network:with { random = function() return 1 end },
+      handlers = { flaky = function() error("upstream down") end },
+    }
+    local id = broker:enqueue("flaky", "p", { max_retries = 10 })
+    helper.query(dsn, "UPDATE celers_tasks SET retry_count = 2 WHERE id = " .. q(id)) -- third attempt next
+    w:run { idle_exit = 0 }
+    assert.equal("3", scalar("SELECT retry_count FROM celers_tasks WHERE id = " .. q(id)))
+    assert.equal("1", scalar("SELECT scheduled_at > NOW(6) + INTERVAL 12 SECOND AND scheduled_at < "
+      .. "NOW(6) + INTERVAL 14 SECOND FROM celers_tasks WHERE id = " .. q(id)))
   end)
 
   it("dead-letters at once when the policy refuses (non-retryable error or per-handler policy)", function()
@@ -152,7 +227,7 @@ describe("celers.worker", function()
   it("heartbeats between the tasks of a batch", function()
     local other = assert(celers.connect { dsn = dsn, recover_interval = 0 })
     local stolen = {}
-    local w = new_worker { lease = 0.9, batch_size = 3, handlers = {
+    local w = new_worker { lease = 0.9, batch_size = 3, prefetch_window = false, handlers = {
       step = function()
         core.sleep(0.5)
         stolen[#stolen + 1] = other:dequeue() or false

@@ -74,11 +74,11 @@ Stops gracefully on SIGTERM or SIGINT (finishes the tasks in hand, exits 0).
 
 Options:
   --concurrency N     run N worker processes (a pool that restarts dead workers)
-  --batch N           tasks claimed at once (default 1)
+  --batch N           most tasks claimed at once (default 100; fewer for slow handlers)
   --lease SECONDS     lease of a claim (default: the DSN's, 300)
   --max-tasks N       exit after N tasks (per process)
   --idle-exit SECONDS exit after being idle that long
-  --poll-max SECONDS  longest sleep between polls when idle (default 2)
+  --poll-max SECONDS  longest sleep between polls when idle (default 0.03)
   --store-results     store handler return values (celers_results)]],
   schedule = [[
 Usage: celers schedule FILE [options]
@@ -94,7 +94,7 @@ Options:
   stats = [[
 Usage: celers stats
 
-Task counts of the queue by state, with scheduled (pending, not yet due) and the DLQ.]],
+Task counts of the queue by state (scheduled: not yet due) and the DLQ.]],
   tasks = [[
 Usage: celers tasks list [--state STATE] [--limit N] [--offset N]
        celers tasks show ID
@@ -119,7 +119,7 @@ Resumes a paused queue.]],
   purge = [[
 Usage: celers purge --state STATE | --task-name NAME | --all --yes
 
-Deletes tasks of the queue: those in STATE (pending, processing, completed, failed,
+Deletes tasks of the queue: those in STATE (scheduled, pending, processing, completed, failed,
 cancelled), those named NAME, or all of them (--all needs --yes). Prints how many.]],
   export = [[
 Usage: celers export FILE [options]
@@ -467,11 +467,8 @@ function commands.worker(o)
   if n > 1 then
     local ok, pool = pcall(worker.pool, { processes = n, connect = copts, worker = wopts, run = run })
     if not ok then usage_error(tostring(pool):gsub("^.-: ", "", 1)) end
-    local exits = pool:run()
-    for _, e in ipairs(exits) do
-      if not (e.how == "exited" and e.code == 0) then return 1 end
-    end
-    return 0
+    local _, code = pool:run() -- how the pool stopped, not what crashed before
+    return code
   end
   wopts.connect = copts
   local ok, w, err = pcall(worker.new, wopts)
@@ -632,13 +629,14 @@ end
 function commands.pause(o) return pause_resume(o, "pause") end
 function commands.resume(o) return pause_resume(o, "resume") end
 
-local STATES = { pending = true, processing = true, completed = true, failed = true, cancelled = true }
+local STATES = { scheduled = true, pending = true, processing = true, completed = true, failed = true,
+  cancelled = true }
 
 function commands.purge(o)
   local chosen = (o.state and 1 or 0) + (o["task-name"] and 1 or 0) + (o.all and 1 or 0)
   if chosen ~= 1 then usage_error("purge needs exactly one of --state STATE, --task-name NAME, --all") end
   if o.state and not STATES[o.state] then
-    usage_error("--state must be pending, processing, completed, failed or cancelled")
+    usage_error("--state must be scheduled, pending, processing, completed, failed or cancelled")
   end
   if o.all and not o.yes then usage_error("purge --all deletes every task of the queue: add --yes") end
   local b, err = connect(o)
@@ -657,7 +655,9 @@ function commands.export(o)
   if not path then usage_error("export needs a FILE ('-' for standard output)") end
   if o.state then
     for _, s in ipairs(o.state) do
-      if not STATES[s] then usage_error("--state must be pending, processing, completed, failed or cancelled") end
+      if not STATES[s] then
+        usage_error("--state must be scheduled, pending, processing, completed, failed or cancelled")
+      end
     end
   end
   local b, err = connect(o)

@@ -252,16 +252,16 @@ predefine("counter", "celers_tasks_acked_total", "Tasks acknowledged (completed)
 predefine("counter", "celers_tasks_rejected_total", "Tasks rejected by workers.")
 predefine("counter", "celers_tasks_retried_total", "Task attempts scheduled for retry.")
 predefine("counter", "celers_tasks_dead_lettered_total", "Tasks moved to the dead letter queue.")
-predefine("gauge", "celers_queue_size", "Pending tasks (ready or scheduled).", { "queue" })
+predefine("gauge", "celers_queue_size", "Waiting tasks: pending (ready) or scheduled (not yet due).", { "queue" })
 predefine("gauge", "celers_processing_queue_size", "Tasks being processed.", { "queue" })
 predefine("gauge", "celers_dlq_size", "Tasks in the dead letter queue.", { "queue" })
-predefine("gauge", "celers_scheduled_tasks", "Pending tasks whose time has not come.", { "queue" })
+predefine("gauge", "celers_scheduled_tasks", "Tasks whose time has not come.", { "queue" })
 predefine("gauge", "celers_tasks", "Tasks by lifecycle state.", { "queue", "state" })
 
--- Lifecycle states only, so sum(celers_tasks) is the row count; 'scheduled'
--- is a subset of pending and has its own gauge.
-local STATES = { "pending", "processing", "completed", "failed", "cancelled" }
-local QUEUE_GAUGES = { celers_queue_size = "pending", celers_processing_queue_size = "processing",
+-- Lifecycle states only, so sum(celers_tasks) is the row count; celers_queue_size is
+-- pending + scheduled (every waiting task).
+local STATES = { "scheduled", "pending", "processing", "completed", "failed", "cancelled" }
+local QUEUE_GAUGES = { celers_processing_queue_size = "processing",
                        celers_dlq_size = "dlq", celers_scheduled_tasks = "scheduled" }
 local USED = { scheduled = true, dlq = true } -- the fields read below
 for _, st in ipairs(STATES) do USED[st] = true end
@@ -283,6 +283,7 @@ function metrics.update_from_statistics(queue, stats)
   for metric, field in pairs(QUEUE_GAUGES) do
     if n[field] then registry[metric]:set(n[field], q) end
   end
+  if n.pending then registry.celers_queue_size:set(n.pending + (n.scheduled or 0), q) end
   for _, state in ipairs(STATES) do
     if n[state] then registry.celers_tasks:set(n[state], { queue = queue, state = state }) end
   end

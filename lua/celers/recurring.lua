@@ -19,9 +19,13 @@
 -- Missed occurrences (the scheduler was down, or tick() was not called for a while): only
 -- the most recent `catch_up` (default 1) due occurrences are enqueued; older ones are
 -- skipped. An occurrence more than `max_lateness` seconds in the past (default: no limit) is
--- never enqueued. Since the scheduler keeps no state of its own, a restarted scheduler (or a
--- new one) applies the same rule on its first tick: the latest due occurrence is enqueued
--- unless some scheduler already did (set max_lateness to skip it when it is too old).
+-- never enqueued. catch_up = 0 skips everything missed: only an occurrence reached on time
+-- (at most max_lateness, by default ON_TIME = 60, seconds late) is enqueued.
+--
+-- The first tick of a schedule (a new scheduler, or a restarted one: it keeps no state of its
+-- own) follows `first_run`: "latest" (the default) enqueues the latest due occurrence under
+-- the same rules, unless some scheduler already did; "next" enqueues nothing from the past
+-- and waits for the next occurrence (what Celery beat does with a new entry).
 
 local core = require "celers.core"
 local celers = require "celers"
@@ -33,9 +37,15 @@ local Scheduler = {}
 Scheduler.__index = Scheduler
 
 local OPTIONS = { broker = true, connect = true, schedules = true, catch_up = true,
-                  max_lateness = true, log = true, on_event = true }
+                  max_lateness = true, first_run = true, log = true, on_event = true }
 local SCHEDULE_KEYS = { name = true, cron = true, every = true, anchor = true, task = true,
-                        payload = true, opts = true, catch_up = true, max_lateness = true }
+                        payload = true, opts = true, catch_up = true, max_lateness = true,
+                        first_run = true }
+local FIRST_RUN = { latest = true, next = true }
+
+-- With catch_up = 0, how late (seconds) an occurrence may be found and still count as on
+-- time rather than missed, unless max_lateness says otherwise.
+local ON_TIME = 60
 
 local floor = math.floor
 
@@ -54,6 +64,12 @@ end
 local function check_lateness(v, who)
   if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0) then
     error(who .. ": 'max_lateness' must be a non-negative number of seconds", 4)
+  end
+end
+
+local function check_first_run(v, who)
+  if v ~= nil and not FIRST_RUN[v] then
+    error(who .. ": 'first_run' must be \"latest\" or \"next\"", 4)
   end
 end
 
@@ -98,14 +114,17 @@ function M.schedule(s)
   if s.opts ~= nil and type(s.opts) ~= "table" then error(who .. ": 'opts' must be a table", 3) end
   check_catch_up(s.catch_up, who)
   check_lateness(s.max_lateness, who)
+  check_first_run(s.first_run, who)
   return {
     name = s.name, task = s.task, payload = p, opts = s.opts, when = when,
     every = s.every, cron = s.cron, catch_up = s.catch_up, max_lateness = s.max_lateness,
+    first_run = s.first_run,
   }
 end
 
 --- A scheduler. Options: broker or connect, schedules (list), catch_up (1),
--- max_lateness (nil), log (function(level, msg) or false), on_event(event, info).
+-- max_lateness (nil), first_run ("latest" or "next"), log (function(level, msg) or false),
+-- on_event(event, info).
 function M.new(opts)
   if type(opts) ~= "table" then error("recurring.new: 'opts' must be a table", 2) end
   for k in pairs(opts) do
@@ -113,10 +132,11 @@ function M.new(opts)
   end
   check_catch_up(opts.catch_up, "recurring.new")
   check_lateness(opts.max_lateness, "recurring.new")
+  check_first_run(opts.first_run, "recurring.new")
   local s = setmetatable({
-    schedules = {}, by_name = {}, last = {},
+    schedules = {}, by_name = {}, last = {}, horizon = {},
     catch_up = opts.catch_up or 1, max_lateness = opts.max_lateness,
-    on_event = opts.on_event,
+    first_run = opts.first_run or "latest", on_event = opts.on_event,
   }, Scheduler)
   if opts.log == false then s.log = function() end else s.log = opts.log or default_log end
   if opts.broker ~= nil then
@@ -191,7 +211,13 @@ end
 function Scheduler:due(sch, now)
   local keep = sch.catch_up or self.catch_up
   local lateness = sch.max_lateness or self.max_lateness
-  local last = self.last[sch.name]
+  if keep == 0 then
+    -- nothing missed: only the latest occurrence, and only when it is on time
+    keep, lateness = 1, lateness or ON_TIME
+  end
+  -- first_run = "next": nothing before the schedule's first tick counts
+  local last = self.last[sch.name] or self.horizon[sch.name]
+  if last == nil and (sch.first_run or self.first_run) == "next" then last = now - 1 end
   local list
   if last == nil then
     list = latest(sch, now, keep, lateness)
@@ -237,7 +263,11 @@ function Scheduler:tick(now)
   now = floor(now or core.time())
   local done, errors = {}, {}
   for _, sch in ipairs(self.schedules) do
-    for _, run_at in ipairs(self:due(sch, now)) do
+    local due = self:due(sch, now)
+    if not self.horizon[sch.name] and (sch.first_run or self.first_run) == "next" then
+      self.horizon[sch.name] = now - 1
+    end
+    for _, run_at in ipairs(due) do
       local ok, id, created = pcall(self._enqueue, self, sch, run_at)
       if ok and id then
         self.last[sch.name] = run_at

@@ -103,10 +103,16 @@ function Policy:base_delay(attempt)
   return math.min(d, self.max_delay)
 end
 
+-- Decorrelated jitter's walk is cut after this many steps: by then any base has reached
+-- max_delay (the expected growth is 1.5x a step), and a huge attempt number costs nothing.
+local MAX_WALK = 100
+
 --- Seconds to wait before retry number `attempt` (1 = first retry).
--- Decorrelated jitter ignores the strategy and draws from [base, 3 * prev_delay)
--- (prev_delay defaults to base), then caps at max_delay, as in AWS's
--- "Exponential Backoff And Jitter".
+-- Decorrelated jitter ignores the strategy and draws from [base, 3 * prev_delay), then caps
+-- at max_delay, as in AWS's "Exponential Backoff And Jitter". Without prev_delay (a worker
+-- does not know it: the task row keeps no earlier delay) the earlier delays are drawn too,
+-- from base on, so the delay before retry n is distributed as the n-th step of the walk and
+-- grows with the attempt towards max_delay.
 function Policy:delay(attempt, prev_delay)
   if not is_number(attempt) or attempt < 1 or math.floor(attempt) ~= attempt then
     error("policy:delay: 'attempt' must be a positive integer", 2)
@@ -117,8 +123,16 @@ function Policy:delay(attempt, prev_delay)
   local j = self.jitter
   if j == "decorrelated" then
     local lo = self.base
-    local hi = math.max(lo, 3 * (prev_delay or lo))
-    return math.min(self.max_delay, lo + self.random() * (hi - lo))
+    local function step(prev)
+      local hi = math.max(lo, 3 * prev)
+      return math.min(self.max_delay, lo + self.random() * (hi - lo))
+    end
+    local prev = prev_delay
+    if prev == nil then
+      prev = lo
+      for _ = 1, math.min(attempt - 1, MAX_WALK) do prev = step(prev) end
+    end
+    return step(prev)
   end
   local d = self:base_delay(attempt)
   if j == "full" then
@@ -139,7 +153,6 @@ function Policy:should_retry(attempt, err)
 end
 
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
-local unpack = table.unpack or unpack -- luacheck: ignore 143
 
 -- Default sleep: LuaSocket or ngx when present (sub-second, non-blocking in
 -- nginx), else the shell's sleep. Callers in tests inject opts.sleep instead.
@@ -155,7 +168,8 @@ end
 -- fn fails when it raises or returns nil plus a non-nil error; a bare nil (or
 -- nothing) counts as success. Raised errors are caught and returned, not re-raised.
 -- opts: sleep = function(seconds), on_retry = function(attempt, delay, err).
--- Returns fn's results, or nil, last_err, number_of_calls.
+-- Returns value, nil, calls on success (value: fn's first result; return a table for more)
+-- and nil, last_err, calls when the policy gives up: calls is the number of calls made.
 function retry.call(policy, fn, opts)
   if getmetatable(policy) ~= Policy then
     if type(policy) ~= "table" and policy ~= nil then
@@ -185,7 +199,7 @@ function retry.call(policy, fn, opts)
     elseif r[2] == nil and r[3] ~= nil then
       err = r[3]
     else
-      return unpack(r, 2, r.n)
+      return r[2], nil, calls
     end
     if not policy:should_retry(calls, err) then
       return nil, err, calls

@@ -10,6 +10,12 @@
 --   }
 --   w:run()            -- until SIGTERM/SIGINT; or w:run{ max_tasks = 10, idle_exit = 0 }
 --
+-- The loop: settle what has finished and claim more (one call when the broker has
+-- ack_batch_and_dequeue), run the claimed tasks in order, repeat. Finished tasks are acked in
+-- batches by the completer (self.done): flushed before every claim, when the oldest has
+-- waited `ack_flush` seconds, and on stop. A claim takes up to `batch_size` tasks, fewer when
+-- the handlers are slow (about `prefetch_window` seconds of work).
+--
 -- A handler fails when it raises or returns nil plus an error. Its retry policy (celers.retry;
 -- per handler, else the worker's) then decides: broker:retry(task, delay, err) or the
 -- dead-letter queue. An error table with retryable = false goes to the DLQ at once (the
@@ -19,7 +25,12 @@
 -- `lease`. Lua cannot interrupt a running handler, so a per-task timeout *is* the lease: a
 -- handler that runs past it loses the task to another worker, and its ack returns false
 -- (counted as `lost`). Long handlers call ctx:heartbeat() now and then to extend the lease of
--- every task in hand; the worker also heartbeats between the tasks of a batch.
+-- every task in hand; the worker also heartbeats between tasks.
+--
+-- The database going away is not fatal: a claim or settle that fails is logged, the worker
+-- waits (growing, bounded) and calls again (the core reconnects on the next call); finished
+-- tasks whose settle failed stay with the completer and are settled again (settles are
+-- fenced, so repeating one is safe).
 
 local core = require "celers.core"
 local celers = require "celers"
@@ -32,6 +43,7 @@ Worker.__index = Worker
 
 local OPTIONS = {
   broker = true, connect = true, queue = true, handlers = true, batch_size = true,
+  prefetch_window = true, ack_flush = true,
   poll_min = true, poll_max = true, poll_factor = true, lease = true, heartbeat = true,
   retry = true, store_results = true, result_ttl = true, worker_id = true, on_event = true,
   log = true, recover_interval = true, report_every = true,
@@ -40,6 +52,13 @@ local OPTIONS = {
 local HANDLER_OPTIONS = { fn = true, retry = true, store_result = true, result_ttl = true }
 
 local MAX_ERROR = 8000
+
+-- Pauses after a failed claim or settle: from PAUSE_MIN, doubling, at most PAUSE_MAX seconds
+-- (each drawn from the upper half of that, so a restarted server is not hit by every worker
+-- in the same millisecond).
+local PAUSE_MIN, PAUSE_MAX = 0.05, 2
+-- On stop, finished tasks the database has not taken yet are offered this many times.
+local STOP_SETTLE_TRIES = 5
 
 local function opt_number(opts, key, default, min)
   local v = opts[key]
@@ -99,12 +118,15 @@ end
 
 --- A new worker. Options:
 -- broker (an open broker) or connect (DSN string or connect options; the worker opens it),
--- queue, handlers, batch_size (1), poll_min (0.05), poll_max (2), poll_factor (2),
--- lease (the broker's), heartbeat (seconds between automatic lease extensions; lease/3),
--- retry (policy, preset name or options; default: retry.presets.default), store_results
--- (false), result_ttl, worker_id, on_event(event, info), log(level, message) or false,
--- report_every (seconds between rows written to the worker registry, celers_workers; 10;
--- false: never).
+-- queue, handlers, batch_size (100: the most tasks one claim takes), prefetch_window (0.2:
+-- a claim takes about as many tasks as the handlers finish in that many seconds, judged by
+-- their recent run time; false: always batch_size), ack_flush (0.005: seconds a finished
+-- task may wait for the batched ack while other tasks run), poll_min (0.005), poll_max
+-- (0.03), poll_factor (2), lease (the broker's), heartbeat (seconds between automatic lease
+-- extensions; lease/3), retry (policy, preset name or options; default:
+-- retry.presets.default), store_results (false), result_ttl, worker_id, on_event(event,
+-- info), log(level, message) or false, report_every (seconds between rows written to the
+-- worker registry, celers_workers; 10; false: never).
 function M.new(opts)
   if type(opts) ~= "table" then error("worker.new: 'opts' must be a table", 2) end
   for k in pairs(opts) do
@@ -112,12 +134,18 @@ function M.new(opts)
   end
   local w = setmetatable({}, Worker)
   w.handlers = normalize_handlers(opts.handlers or {})
-  w.batch_size = opt_number(opts, "batch_size", 1, 1)
-  if math.floor(w.batch_size) ~= w.batch_size then
-    error("worker.new: 'batch_size' must be an integer", 2)
+  w.batch_size = opt_number(opts, "batch_size", 100, 1)
+  if math.floor(w.batch_size) ~= w.batch_size or w.batch_size > 10000 then
+    error("worker.new: 'batch_size' must be an integer from 1 to 10000", 2)
   end
-  w.poll_min = opt_number(opts, "poll_min", 0.05)
-  w.poll_max = opt_number(opts, "poll_max", 2)
+  if opts.prefetch_window == false then
+    w.prefetch_window = false
+  else
+    w.prefetch_window = opt_number(opts, "prefetch_window", 0.2, 0)
+  end
+  w.ack_flush = opt_number(opts, "ack_flush", 0.005, 0)
+  w.poll_min = opt_number(opts, "poll_min", 0.005)
+  w.poll_max = opt_number(opts, "poll_max", math.max(0.03, w.poll_min))
   w.poll_factor = opt_number(opts, "poll_factor", 2, 1)
   if w.poll_max < w.poll_min then error("worker.new: 'poll_max' must be >= 'poll_min'", 2) end
   w.lease = opts.lease and opt_number(opts, "lease", nil, 0.001)
@@ -168,9 +196,16 @@ function M.new(opts)
   end
   if opts.worker_id then w.broker:worker_id(opts.worker_id) end
   w.worker_id = w.broker:worker_id()
+  w.dq_opts = w.lease and { lease = w.lease } or nil
   w.counts = { processed = 0, succeeded = 0, failed = 0, retried = 0, dead_lettered = 0,
-               lost = 0, unknown = 0, polls = 0, empty_polls = 0 }
+               lost = 0, unknown = 0, polls = 0, empty_polls = 0, db_errors = 0 }
   w.in_hand = {}
+  w.heartbeat_next = 0 -- no task in hand is due for a lease extension before this time
+  w.done = {}       -- finished tasks waiting for the batched ack: { task=, result= }
+  w.done_since = 0  -- when the oldest of them finished
+  w.unsettled = {}  -- failed tasks whose retry/reject did not reach the database
+  w.pause = 0       -- current pause after database errors (0: none)
+  w.retry_at = 0    -- no database call before this time (monotonic) after an error
   return w
 end
 
@@ -201,6 +236,31 @@ local function error_text(err)
 end
 M.error_text = error_text
 
+-- A database call failed: log it and pause before the next one (growing, bounded).
+-- Returns nil, err for the caller to pass on.
+function Worker:_db_failed(what, err)
+  self.counts.db_errors = self.counts.db_errors + 1
+  self.pause = self.pause == 0 and PAUSE_MIN or math.min(PAUSE_MAX, self.pause * 2)
+  local wait = self.pause * (0.5 + 0.5 * math.random())
+  self.retry_at = core.monotonic() + wait
+  self.log("error", ("%s failed: %s; trying again in %.2fs"):format(what, error_text(err), wait))
+  return nil, err
+end
+
+-- A database call worked: no more pausing.
+function Worker:_db_ok()
+  if self.pause > 0 then
+    self.pause = 0
+    self.retry_at = 0
+    self.log("info", "the database answers again")
+  end
+end
+
+-- May the worker call the database now (no pause after an error pending)?
+function Worker:_db_ready()
+  return self.retry_at == 0 or core.monotonic() >= self.retry_at
+end
+
 -- The lease of a task in hand, in seconds.
 -- (The claim's own lease, lease_expires_at - started_at, covers the broker's default.)
 function Worker:_lease_of(task)
@@ -216,17 +276,29 @@ end
 -- are dropped from the hand.
 function Worker:_heartbeat(force)
   local now = core.monotonic()
+  if not force and now < self.heartbeat_next then return true end
   local due, at = {}, {}
+  local next_due = math.huge
   for i, h in ipairs(self.in_hand) do
     local every = self.heartbeat_every or self:_lease_of(h.task) / 3
     if force or now - h.touched >= every then
       due[#due + 1] = h.task
       at[#at + 1] = i
+      next_due = math.min(next_due, now + every)
+    else
+      next_due = math.min(next_due, h.touched + every)
     end
   end
+  self.heartbeat_next = next_due
   if #due == 0 then return true end
   -- nil seconds: each task's own timeout, else the broker's lease
-  local n, held = self.broker:touch_batch(due, self.lease)
+  local n, held
+  if #due == 1 then -- one pair is no range for the optimizer: touch_batch would scan
+    local ok, err = self.broker:touch(due[1], self.lease)
+    if ok == nil then n, held = nil, err else n, held = ok and 1 or 0, { ok } end
+  else
+    n, held = self.broker:touch_batch(due, self.lease)
+  end
   if not n then
     self.log("warn", "heartbeat failed: " .. tostring(held))
     return true
@@ -268,88 +340,179 @@ end
 
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
 
--- Settle one task after its handler ran.
-function Worker:_settle(task, handler, ok, res, err)
+local function store_wanted(self, handler)
+  local store = handler and handler.store_result
+  if store == nil then store = self.store_results end
+  return store and self.broker.store_result ~= nil
+end
+
+-- A handler returned a result: store it when asked, and hand the task to the completer.
+function Worker:_succeeded(task, handler, res)
   local b = self.broker
-  if ok then
-    local store = handler.store_result
-    if store == nil then store = self.store_results end
-    if store and b.store_result then
-      -- A result that cannot be stored (a function in it, say) raises: it must not keep the
-      -- task from being acked, or every worker it reaches would crash on it.
-      local pok, sok, serr = pcall(b.store_result, b, task.id, {
-        task_name = task.name, status = "success", result = res,
-        ttl = handler.result_ttl or self.result_ttl,
-      })
-      if not pok then sok, serr = nil, sok end
-      if not sok then self.log("warn", "storing the result of " .. task.id .. " failed: " .. tostring(serr)) end
-    end
-    if self._defer_ack then
-      -- one task at a time: the next claim acks this one in the same round trip
-      -- (ack_and_dequeue); see Worker:step and Worker:_flush_ack
-      self._pending_ack = { task = task, result = res }
-      return
-    end
-    self:_acked(task, res, b:ack(task))
+  if store_wanted(self, handler) then
+    -- A result that cannot be stored (a function in it, say) raises: it must not keep the
+    -- task from being acked, or every worker it reaches would crash on it.
+    local pok, sok, serr = pcall(b.store_result, b, task.id, {
+      task_name = task.name, status = "success", result = res,
+      ttl = handler.result_ttl or self.result_ttl,
+    })
+    if not pok then sok, serr = nil, sok end
+    if not sok then self.log("warn", "storing the result of " .. task.id .. " failed: " .. tostring(serr)) end
+  end
+  if #self.done == 0 then self.done_since = core.monotonic() end
+  self.done[#self.done + 1] = { task = task, result = res }
+end
+
+-- The outcome of acking the finished tasks `done` of which `acked` were acked.
+function Worker:_acked(done, acked)
+  local c = self.counts
+  local missed = #done - acked
+  c.succeeded = c.succeeded + acked
+  if missed <= 0 then
+    for _, d in ipairs(done) do self:_emit("success", { task = d.task, result = d.result }) end
     return
   end
-  self:_failed(task, handler, err)
-end
-
--- The outcome of acking a task that succeeded.
-function Worker:_acked(task, res, acked, aerr)
-  local c = self.counts
-  if acked then
-    c.succeeded = c.succeeded + 1
-    self:_emit("success", { task = task, result = res })
-  elseif acked == false then
-    c.lost = c.lost + 1
-    self.log("warn", ("task %s (%s) finished after its lease was lost; not acked"):format(task.id, task.name))
-    self:_emit("lost", { task = task, result = res })
-  else
-    self.log("error", "ack failed: " .. tostring(aerr))
+  c.lost = c.lost + missed
+  self.log("warn", ("%d of %d finished tasks were not acked: their leases were lost before the ack"):format(
+    missed, #done))
+  if not self.on_event then return end
+  -- which ones (rare; only for listeners): acked rows are completed under our claim
+  for _, d in ipairs(done) do
+    local row = self.broker:get_task(d.task.id)
+    if row and row.state == "completed" and row.claim_id == d.task.claim_id then
+      self:_emit("success", { task = d.task, result = d.result })
+    else
+      self:_emit("lost", { task = d.task, result = d.result })
+    end
   end
 end
 
--- Settle a task whose handler failed: retry after the policy's delay, or dead-letter it.
-function Worker:_failed(task, handler, err)
+-- Hand a failed task's outcome (retry after f.delay, or the dead-letter queue) to the
+-- database. Returns false (after logging) when the database did not take it.
+function Worker:_settle_failure(f)
   local b = self.broker
   local c = self.counts
-  c.failed = c.failed + 1
-  local msg = error_text(err)
-  local policy = handler.retry or self.retry
-  local attempt = task.retry_count or 1
-  local settled, outcome, serr
-  if policy:should_retry(attempt, err) and attempt <= (task.max_retries or 0) then
-    local delay = policy:delay(attempt)
-    settled, outcome = b:retry(task, delay, msg)
-    if settled then
-      self:_emit("retry", { task = task, error = err, delay = delay, outcome = outcome })
-    end
+  local settled, outcome
+  if f.delay then
+    settled, outcome = b:retry(f.task, f.delay, f.msg)
   else
-    settled, outcome = b:reject(task, { requeue = false, error = msg })
+    settled, outcome = b:reject(f.task, { requeue = false, error = f.msg })
   end
-  if settled then
-    if outcome == "retry" then c.retried = c.retried + 1 else c.dead_lettered = c.dead_lettered + 1 end
-    self.log("info", ("task %s (%s) failed (attempt %d): %s -> %s"):format(
-      task.id, task.name, attempt, msg, outcome == "retry" and "retry" or "dead-letter queue"))
-    if outcome ~= "retry" then self:_emit("dead_letter", { task = task, error = err }) end
-    local store = handler.store_result
-    if store == nil then store = self.store_results end
-    if store and outcome ~= "retry" and b.store_result then
-      b:store_result(task.id, { task_name = task.name, status = "failure", error = msg,
-                                ttl = handler.result_ttl or self.result_ttl })
-    end
-  elseif settled == false then
+  if settled == nil then
+    self:_db_failed("settling failed task " .. tostring(f.task.id), outcome)
+    return false
+  end
+  if not settled then
     c.lost = c.lost + 1
-    self:_emit("lost", { task = task, error = err })
+    self:_emit("lost", { task = f.task, error = f.err })
+    return true
+  end
+  if outcome == "retry" then
+    c.retried = c.retried + 1
+    self:_emit("retry", { task = f.task, error = f.err, delay = f.delay, outcome = outcome })
   else
-    serr = outcome
-    self.log("error", "settling failed task " .. task.id .. ": " .. tostring(serr))
+    c.dead_lettered = c.dead_lettered + 1
+    if not f.unknown then self:_emit("dead_letter", { task = f.task, error = f.err }) end
+  end
+  if not f.unknown then
+    self.log("info", ("task %s (%s) failed (attempt %d): %s -> %s"):format(
+      f.task.id, f.task.name, f.attempt, f.msg, outcome == "retry" and "retry" or "dead-letter queue"))
+  end
+  if outcome ~= "retry" and store_wanted(self, f.handler) then
+    b:store_result(f.task.id, { task_name = f.task.name, status = "failure", error = f.msg,
+                                ttl = f.handler.result_ttl or self.result_ttl })
+  end
+  return true
+end
+
+-- Settle a failed task now, or keep it for later while the database is unwell.
+function Worker:_settle_or_keep(f)
+  if not (self:_db_ready() and self:_settle_failure(f)) then
+    self.unsettled[#self.unsettled + 1] = f
   end
 end
 
---- Run the handler of one claimed task and settle it.
+-- A handler failed: retry after the policy's delay, or dead-letter the task.
+function Worker:_failed(task, handler, err)
+  self.counts.failed = self.counts.failed + 1
+  local policy = handler.retry or self.retry
+  local attempt = task.retry_count or 1
+  local f = { task = task, handler = handler, err = err, msg = error_text(err), attempt = attempt }
+  if policy:should_retry(attempt, err) and attempt <= (task.max_retries or 0) then
+    -- the row keeps no earlier delay: decorrelated jitter draws its chain from the attempt
+    f.delay = policy:delay(attempt)
+  end
+  self:_settle_or_keep(f)
+end
+
+-- Settle the failed tasks kept while the database was unwell. true when none is left.
+function Worker:_settle_kept()
+  while #self.unsettled > 0 do
+    if not self:_settle_failure(self.unsettled[1]) then return false end
+    table.remove(self.unsettled, 1)
+  end
+  return true
+end
+
+local function tasks_of(done)
+  local list = {}
+  for i, d in ipairs(done) do list[i] = d.task end
+  return list
+end
+
+--- Settle what is finished now: ack the finished tasks in one round trip (ack_batch) and the
+-- failed tasks kept while the database was unwell. Returns true, or nil and the error (the
+-- tasks stay with the worker and are offered again on the next call).
+function Worker:flush()
+  if not self:_settle_kept() then return nil, "settling failed tasks failed" end
+  local done = self.done
+  if #done == 0 then return true end
+  local n, err
+  if #done == 1 then
+    -- a list of one pair is no range for the optimizer: ack_batch would scan the table
+    local ok
+    ok, err = self.broker:ack(done[1].task)
+    if ok ~= nil then n = ok and 1 or 0 end
+  else
+    n, err = self.broker:ack_batch(tasks_of(done))
+  end
+  if not n then return self:_db_failed("acking " .. #done .. " finished tasks", err) end
+  self.done = {}
+  self:_acked(done, n)
+  return true
+end
+
+-- Settle what is finished and claim up to n tasks: one round trip with ack_batch_and_dequeue
+-- (or ack_and_dequeue for one task at a time), else ack_batch then dequeue_batch.
+-- Returns the list of claimed tasks, or nil and an error.
+function Worker:_settle_and_claim(n)
+  local b = self.broker
+  if not self:_settle_kept() then return nil, "settling failed tasks failed" end
+  local done = self.done
+  if #done > 0 and b.ack_batch_and_dequeue then
+    local acked, tasks = b:ack_batch_and_dequeue(tasks_of(done), n, self.dq_opts)
+    if acked == nil then return self:_db_failed("acking and claiming", tasks) end
+    self.done = {}
+    self:_acked(done, acked)
+    return tasks
+  end
+  if #done == 1 and n == 1 and b.ack_and_dequeue then
+    local acked, t = b:ack_and_dequeue(done[1].task, self.dq_opts)
+    if acked == nil then return self:_db_failed("acking and claiming", t) end
+    self.done = {}
+    self:_acked(done, acked and 1 or 0)
+    return { t }
+  end
+  local ok, err = self:flush()
+  if not ok then return nil, err end
+  local tasks
+  tasks, err = b:dequeue_batch(n, self.dq_opts)
+  if not tasks then return self:_db_failed("claiming", err) end
+  return tasks
+end
+
+--- Run the handler of one claimed task and settle it (a success is acked by the completer:
+-- before the next claim, within ack_flush seconds, or by w:flush()).
 function Worker:process(task, entry)
   entry = entry or { task = task, touched = core.monotonic() }
   local c = self.counts
@@ -362,25 +525,28 @@ function Worker:process(task, entry)
     table.sort(names)
     local msg = ("no handler for task '%s' on this worker (it handles: %s)"):format(
       task.name, #names > 0 and table.concat(names, ", ") or "nothing")
-    local ok = self.broker:reject(task, { requeue = false, error = msg })
-    if ok then c.dead_lettered = c.dead_lettered + 1 end
     self.log("warn", msg .. " -> dead-letter queue")
     self:_emit("unknown", { task = task, error = msg })
+    self:_settle_or_keep { task = task, msg = msg, err = msg, unknown = true,
+                           attempt = task.retry_count or 1 }
     return
   end
   local ctx = setmetatable({ worker = self, task = task, entry = entry, broker = self.broker,
                              attempt = task.retry_count }, Ctx)
   self:_emit("start", { task = task })
+  local started = core.monotonic()
   local r = pack(pcall(handler.fn, task.payload, ctx))
+  local took = core.monotonic() - started
+  self.avg_run = self.avg_run and (0.8 * self.avg_run + 0.2 * took) or took
   if entry.lost then
     return -- its lease was lost (counted then): another worker may hold it now
   end
   if not r[1] then
-    self:_settle(task, handler, false, nil, r[2])
+    self:_failed(task, handler, r[2])
   elseif r[2] == nil and r[3] ~= nil then
-    self:_settle(task, handler, false, nil, r[3])
+    self:_failed(task, handler, r[3])
   else
-    self:_settle(task, handler, true, r[2])
+    self:_succeeded(task, handler, r[2])
   end
 end
 
@@ -403,74 +569,89 @@ function Worker:stop()
   self.stop_reason = self.stop_reason or "stop()"
 end
 
---- Claim up to n tasks (default batch_size) and process them. Returns the number claimed,
--- or nil and an error when the claim failed.
-function Worker:step(n)
-  n = n or self.batch_size
-  local b = self.broker
-  self.counts.polls = self.counts.polls + 1
-  local tasks, err
-  local dq_opts = self.lease and { lease = self.lease } or nil
-  if n == 1 and b.ack_and_dequeue then
-    -- ack the previous task (if any) and claim the next one in one round trip
-    local prev = self._pending_ack
-    self._pending_ack = nil
-    local acked, t = b:ack_and_dequeue(prev and prev.task or nil, dq_opts)
-    if acked == nil then
-      err = t
-      if prev then self:_acked(prev.task, prev.result, b:ack(prev.task)) end -- fenced: never twice
-    elseif prev then
-      self:_acked(prev.task, prev.result, acked)
-    end
-    tasks = t and { t } or (err == nil and {} or nil)
-  elseif n == 1 then
-    self:_flush_ack()
-    local t
-    t, err = b:dequeue(dq_opts)
-    tasks = t and { t } or (err == nil and {} or nil)
-  else
-    self:_flush_ack()
-    tasks, err = b:dequeue_batch(n, dq_opts)
+-- How many tasks the next claim takes: batch_size, or fewer when the handlers are slow
+-- (about prefetch_window seconds of work, so a slow worker does not sit on tasks others
+-- could run; the first claim takes one, to learn the handlers' pace).
+function Worker:claim_size()
+  local n = self.batch_size
+  if self.prefetch_window and n > 1 then
+    local avg = self.avg_run
+    if not avg then return 1 end
+    if avg > 0 then n = math.max(1, math.min(n, math.floor(self.prefetch_window / avg))) end
   end
+  return n
+end
+
+--- Settle what is finished, claim up to n tasks (default: claim_size()) and run them.
+-- Returns the number claimed, or nil and an error when the database failed (logged; the
+-- worker pauses before its next call, see the run loop).
+function Worker:step(n)
+  n = n or self:claim_size()
+  self.counts.polls = self.counts.polls + 1
+  local tasks, err = self:_settle_and_claim(n)
   if not tasks then return nil, err end
+  self:_db_ok()
   if #tasks == 0 then
     self.counts.empty_polls = self.counts.empty_polls + 1
     return 0
   end
   local now = core.monotonic()
-  self._defer_ack = n == 1 and b.ack_and_dequeue ~= nil
-  local order = {}
-  for i, t in ipairs(tasks) do order[i] = { task = t, touched = now } end
-  local hand = {}
-  for i, e in ipairs(order) do hand[i] = e end
-  self.in_hand = hand -- what ctx:heartbeat() and the batch heartbeat extend
+  local order, hand = {}, {}
+  for i, t in ipairs(tasks) do
+    order[i] = { task = t, touched = now }
+    hand[i] = order[i]
+  end
+  self.in_hand = hand -- what ctx:heartbeat() and the heartbeat between tasks extend
+  self.heartbeat_next = 0
   for _, entry in ipairs(order) do
     if not entry.lost then
       self:_heartbeat(false)
       if not entry.lost then self:process(entry.task, entry) end
-      for i = #hand, 1, -1 do
-        if hand[i] == entry then table.remove(hand, i) end
+      for i = 1, #hand do
+        if hand[i] == entry then
+          table.remove(hand, i)
+          break
+        end
+      end
+      -- the completer: acks wait for the next claim, unless running the next task would
+      -- make them wait longer than ack_flush (judged by the handlers' recent run time)
+      if #hand > 0 and #self.done > 0 and self:_db_ready()
+         and core.monotonic() - self.done_since + (self.avg_run or 0) >= self.ack_flush then
+        self:flush()
       end
     end
   end
-  self._defer_ack = false
   return #tasks
 end
 
--- Ack the task whose ack was deferred to the next claim (before sleeping or stopping).
-function Worker:_flush_ack()
-  local prev = self._pending_ack
-  if prev then
-    self._pending_ack = nil
-    self:_acked(prev.task, prev.result, self.broker:ack(prev.task))
+-- Sleep until `t` (monotonic) or a stop signal, whichever comes first.
+local function sleep_until(self, t)
+  local left = t - core.monotonic()
+  if left > 0 and not self:stopping() then core.sleep(left) end
+end
+
+-- On stop: offer what is finished to the database a few times before giving up.
+function Worker:_settle_on_stop()
+  for _ = 1, STOP_SETTLE_TRIES do
+    if #self.done == 0 and #self.unsettled == 0 then return true end
+    local wait = self.retry_at - core.monotonic()
+    if wait > 0 then core.sleep(wait) end
+    if self:flush() then self:_db_ok() end
   end
+  local left = #self.done + #self.unsettled
+  if left > 0 then
+    self.log("error", ("%d finished tasks could not be settled; they run again when their leases expire"):format(left))
+    return false
+  end
+  return true
 end
 
 --- Process tasks until stopped. opts: max_tasks (stop after that many claimed), idle_exit
 -- (return once nothing was found for that many seconds; 0 = at the first empty poll),
 -- trap_signals (default true: SIGTERM/SIGINT stop the loop gracefully).
--- Returns the counts table {processed=, succeeded=, failed=, retried=, dead_lettered=, lost=,
--- unknown=, polls=, empty_polls=}.
+-- Database errors never end the loop: they are logged and the worker tries again after a
+-- pause (growing, at most 2 s). Returns the counts table {processed=, succeeded=, failed=,
+-- retried=, dead_lettered=, lost=, unknown=, polls=, empty_polls=, db_errors=}.
 function Worker:run(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("worker:run: 'opts' must be a table", 2) end
@@ -494,27 +675,24 @@ function Worker:run(opts)
   while not self:stopping() do
     self:_report(false)
     if max_tasks and claimed >= max_tasks then break end
-    local n = self.batch_size
+    local n = self:claim_size()
     if max_tasks then n = math.min(n, max_tasks - claimed) end
-    local got, err = self:step(n)
+    local got = self:step(n)
     if got == nil then
-      self.log("error", "claiming failed: " .. tostring(err))
-      delay = math.max(delay, self.poll_max)
-      core.sleep(delay)
+      sleep_until(self, self.retry_at)
     elseif got > 0 then
       claimed = claimed + got
       delay, idle_since = 0, nil
     else
-      self:_flush_ack()
       local now = core.monotonic()
       idle_since = idle_since or now
       if idle_exit and now - idle_since >= idle_exit then break end
       if delay == 0 then delay = self.poll_min else delay = math.min(self.poll_max, delay * self.poll_factor) end
       if idle_exit then delay = math.min(delay, math.max(0, idle_since + idle_exit - now) + 0.001) end
-      if not self:stopping() then core.sleep(delay) end
+      sleep_until(self, now + delay)
     end
   end
-  self:_flush_ack()
+  self:_settle_on_stop()
   -- A worker that stops cleanly leaves the registry; one that dies leaves a stale row.
   if self.report_every then self.broker:remove_worker() end
   self:_emit("stopped", { worker_id = self.worker_id, reason = self.stop_reason, counts = self.counts })
@@ -525,7 +703,7 @@ end
 -- Write this worker's row in the registry (celers_workers) when report_every has passed
 -- (force: now). A failure is logged, never fatal: the registry is for people watching.
 function Worker:_report(force)
-  if not self.report_every then return end
+  if not self.report_every or not self:_db_ready() then return end
   local now = core.monotonic()
   if not force and self._reported and now - self._reported < self.report_every then return end
   self._reported = now
@@ -628,8 +806,20 @@ function Pool:_child(index)
     if not wopts.worker_id then
       wopts.worker_id = ("%s:%d:w%d"):format(core.hostname(), core.getpid(), index)
     end
+    -- a database that is down (restarting) is waited for, not a crash
     local w, werr = M.new(wopts)
-    if not w then error(werr, 0) end
+    local pause = PAUSE_MIN
+    while not w and type(werr) == "table" and werr.retryable and not core.stop_signal() do
+      io.stderr:write(("celers pool: worker %d (pid %d) cannot connect yet (%s); trying again in %.2fs\n"):format(
+        index, core.getpid(), tostring(werr), pause))
+      core.sleep(pause)
+      pause = math.min(PAUSE_MAX, pause * 2)
+      w, werr = M.new(wopts)
+    end
+    if not w then
+      if core.stop_signal() then return end -- stopped while waiting: nothing in hand
+      error(werr, 0)
+    end
     local run_opts = {}
     for k, v in pairs(self.run_opts) do run_opts[k] = v end
     run_opts.trap_signals = false
@@ -694,7 +884,8 @@ function Pool:_reap(stopping)
       self.children[pid] = nil
       ended = ended + 1
       self.slots[index].pid = nil
-      self.exits[#self.exits + 1] = { index = index, pid = pid, how = how, code = code }
+      self.exits[#self.exits + 1] = { index = index, pid = pid, how = how, code = code,
+                                      stopping = stopping or nil }
       self:_emit("exit", { index = index, pid = pid, how = how, code = code })
       -- exit code 0 means the worker finished on purpose (max_tasks, idle_exit, a SIGTERM
       -- sent to it alone): it is not restarted. A crash or a kill is.
@@ -739,6 +930,7 @@ function Pool:stop()
       for pid in pairs(self.children) do
         self.log("warn", ("worker pid %d did not stop in %gs: SIGKILL"):format(pid, self.stop_timeout))
         core.kill(pid, core.SIGKILL)
+        self.forced = true
       end
       deadline = math.huge
     end
@@ -746,19 +938,49 @@ function Pool:stop()
   end
 end
 
+-- The exit code that says how the pool stopped (not what happened before): 0 when it was
+-- asked to stop (signal, until_fn) and every worker stopped cleanly, or when every worker
+-- finished on its own with code 0; 1 when a worker had to be killed at the stop, failed
+-- while stopping, or (restart = false) ended in a crash that left the pool without workers.
+function Pool:_exit_code(asked)
+  if self.forced then return 1 end
+  local last = {}
+  for _, e in ipairs(self.exits) do
+    local clean = e.how == "exited" and e.code == 0
+    -- a worker forked just before the stop may die of our SIGTERM before it traps it
+    if e.stopping and not clean and not (e.how == "killed" and e.code == core.SIGTERM) then
+      return 1
+    end
+    last[e.index] = clean
+  end
+  if not asked then
+    for _, clean in pairs(last) do
+      if not clean then return 1 end
+    end
+  end
+  return 0
+end
+
 --- Run the pool until SIGTERM/SIGINT, until opts.until_fn(pool) returns true, or until every
 -- worker has exited on its own (run options max_tasks/idle_exit): start the children,
 -- restart those that crash, then stop them all gracefully. opts.on_tick(pool) runs about every
--- opts.tick seconds (1). Returns a list of exits {index=, pid=, how=, code=}.
+-- opts.tick seconds (1). Returns a list of exits {index=, pid=, how=, code=, stopping=} and
+-- the exit code for the process: 0 when the pool stopped cleanly, whatever crashed and was
+-- restarted before; 1 when a worker had to be killed or failed while stopping, or crashed
+-- with restart = false.
 function Pool:run(opts)
   opts = opts or {}
   core.trap_stop_signals()
   if not next(self.children) then self:start() end
   local tick = opts.tick or 1
   local last_tick = core.monotonic()
+  local asked = false
   while not core.stop_signal() do
     self:_reap(false)
-    if opts.until_fn and opts.until_fn(self) then break end
+    if opts.until_fn and opts.until_fn(self) then
+      asked = true
+      break
+    end
     if not next(self.children) and not self:_restarts_pending() then break end -- all done
     if opts.on_tick and core.monotonic() - last_tick >= tick then
       last_tick = core.monotonic()
@@ -767,10 +989,11 @@ function Pool:run(opts)
     core.sleep(0.1)
   end
   local sig = core.stop_signal()
+  asked = asked or sig ~= nil
   self.log("info", ("stopping %d workers%s"):format(self:alive(), sig and " (signal " .. sig .. ")" or ""))
   self:stop()
   core.default_stop_signals()
-  return self.exits
+  return self.exits, self:_exit_code(asked)
 end
 
 M.Pool = Pool
