@@ -128,10 +128,17 @@ static char *in_list_sql(const char *prefix, size_t n)
     return sql;
 }
 
-/* "<head>(?,?),(?,?)...)": bucket(n) (id, claim_id) pairs for a row-constructor IN list. */
+/* Pair lists have at least 4 entries: MariaDB plans "(id, claim_id) IN ((?, ?))" with one pair
+ * as a full index scan; two or more pairs (repeats included) give a primary-key range. */
+static size_t pair_bucket(size_t n)
+{
+    return bucket(n < 2 ? 2 : n);
+}
+
+/* "<head>(?,?),(?,?)...)": pair_bucket(n) (id, claim_id) pairs for a row-constructor IN list. */
 static char *pairs_sql(const char *head, size_t n)
 {
-    size_t b = bucket(n);
+    size_t b = pair_bucket(n);
     char *sql = malloc(strlen(head) + b * 6 + 2), *s;
     if (!sql) return NULL;
     s = sql + sprintf(sql, "%s", head);
@@ -141,10 +148,10 @@ static char *pairs_sql(const char *head, size_t n)
     return sql;
 }
 
-/* Parameters of pairs_sql for refs[0..n), padded with the last pair; p holds 2*bucket(n). */
+/* Parameters of pairs_sql for refs[0..n), padded with the last pair; p holds 2*pair_bucket(n). */
 static unsigned int put_pairs(ce_param *p, const ce_task_ref *refs, size_t n)
 {
-    size_t b = bucket(n);
+    size_t b = pair_bucket(n);
     for (size_t i = 0; i < b; i++) {
         const ce_task_ref *r = &refs[i < n ? i : n - 1];
         p[2 * i] = ce_pstr(r->id);
@@ -309,7 +316,7 @@ static int ack_pairs(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned lon
                                "NOW(6), lease_expires_at = NULL WHERE state = 'processing' AND "
                                "(id, claim_id) IN (";
     char *sql = pairs_sql(head, n);
-    ce_param *p = malloc(sizeof *p * bucket(n) * 2);
+    ce_param *p = malloc(sizeof *p * pair_bucket(n) * 2);
     int rc = -1;
     if (!sql || !p) {
         ce_error_set(err, CE_ENOMEM, "out of memory");
@@ -463,7 +470,7 @@ static int touch_batch_op(ce_conn *c, void *vctx, ce_error *err)
         "(id, claim_id) IN (";
     touch_batch_ctx *x = vctx;
     char *usql = pairs_sql(update, x->n), *ssql = pairs_sql(still, x->n);
-    ce_param *p = malloc(sizeof *p * (bucket(x->n) * 2 + 2));
+    ce_param *p = malloc(sizeof *p * (pair_bucket(x->n) * 2 + 2));
     unsigned int np;
     unsigned long long affected = 0;
     ce_rows rows = {0};
