@@ -191,6 +191,7 @@ void lbroker_open(lua_State *L)
     lclaim_register(L);
     ladmin_register(L);
     ltransaction_register(L);
+    lsnooze_register(L);
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, "__index");
     lua_remove(L, -2); /* leave the methods table */

@@ -40,6 +40,7 @@ void lenqueue_register(lua_State *L);
 void lclaim_register(lua_State *L);
 void ladmin_register(lua_State *L);
 void ltransaction_register(lua_State *L);
+void lsnooze_register(lua_State *L);
 /* Roll back the transaction of a handle being collected without having ended it. */
 void ltransaction_abandon(lbroker *b);
 
