@@ -117,6 +117,10 @@ enum ce_dlq_col {
     CE_D_FAILED_AT,
     CE_D_CREATED_AT,
     CE_D_METADATA,
+    CE_D_TIMEOUT,
+    CE_D_IDEMPOTENCY_KEY,
+    CE_D_WORKER_ID,
+    CE_D_STARTED_AT,
     CE_D_NCOLS
 };
 

@@ -1,5 +1,6 @@
 #include "auxiliar.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -9,7 +10,9 @@ int aux_arg_error(lua_State *L, const char *fn, const char *arg, const char *wha
                       luaL_typename(L, idx));
 }
 
-const char *aux_check_string(lua_State *L, int idx, const char *fn, const char *arg, size_t *len)
+/* ---- strings ------------------------------------------------------------------------- */
+
+const char *aux_check_bytes(lua_State *L, int idx, const char *fn, const char *arg, size_t *len)
 {
     size_t n;
     const char *s;
@@ -22,11 +25,29 @@ const char *aux_check_string(lua_State *L, int idx, const char *fn, const char *
     return s;
 }
 
+const char *aux_check_string(lua_State *L, int idx, const char *fn, const char *arg, size_t *len)
+{
+    size_t n;
+    const char *s = aux_check_bytes(L, idx, fn, arg, &n);
+    if (memchr(s, '\0', n)) luaL_error(L, "celers: %s: '%s' must not contain NUL bytes", fn, arg);
+    if (len) *len = n;
+    return s;
+}
+
 const char *aux_opt_string(lua_State *L, int idx, const char *fn, const char *arg)
 {
     if (lua_isnoneornil(L, idx)) return NULL;
     return aux_check_string(L, idx, fn, arg, NULL);
 }
+
+const char *aux_check_name(lua_State *L, int idx, const char *fn, const char *arg)
+{
+    const char *s = aux_check_string(L, idx, fn, arg, NULL);
+    if (!*s) luaL_error(L, "celers: %s: '%s' must not be empty", fn, arg);
+    return s;
+}
+
+/* ---- numbers ------------------------------------------------------------------------- */
 
 lua_Number aux_check_number(lua_State *L, int idx, const char *fn, const char *arg)
 {
@@ -34,30 +55,70 @@ lua_Number aux_check_number(lua_State *L, int idx, const char *fn, const char *a
     return lua_tonumber(L, idx);
 }
 
-lua_Number aux_check_nonneg(lua_State *L, int idx, const char *fn, const char *arg)
+static void range_error(lua_State *L, const char *fn, const char *arg, double max)
+{
+    char limit[32];
+    snprintf(limit, sizeof limit, "%.0f", max); /* lua_pushfstring has no %.0f */
+    luaL_error(L, "celers: %s: '%s' must be within 0..%s", fn, arg, limit);
+}
+
+lua_Number aux_check_within(lua_State *L, int idx, const char *fn, const char *arg, lua_Number max)
 {
     lua_Number n = aux_check_number(L, idx, fn, arg);
-    if (!(n >= 0)) luaL_error(L, "celers: %s: '%s' must not be negative", fn, arg);
+    if (n < 0) luaL_error(L, "celers: %s: '%s' must not be negative", fn, arg);
+    if (!(n <= max)) range_error(L, fn, arg, (double)max); /* NaN and inf too */
     return n;
+}
+
+lua_Number aux_check_positive(lua_State *L, int idx, const char *fn, const char *arg,
+                              lua_Number max)
+{
+    if (lua_type(L, idx) == LUA_TNUMBER && !(lua_tonumber(L, idx) > 0) &&
+        lua_tonumber(L, idx) == lua_tonumber(L, idx))
+        luaL_error(L, "celers: %s: '%s' must be positive", fn, arg);
+    return aux_check_within(L, idx, fn, arg, max);
+}
+
+lua_Number aux_check_seconds(lua_State *L, int idx, const char *fn, const char *arg)
+{
+    return aux_check_within(L, idx, fn, arg, AUX_MAX_SECONDS);
+}
+
+/* 2^63: the first double above every long long. */
+#define TWO_POW_63 9223372036854775808.0
+
+long long aux_check_integer(lua_State *L, int idx, const char *fn, const char *arg, long long min,
+                            long long max)
+{
+    long long v;
+    int exact = 1; /* representable as a long long */
+    char lo[24], hi[24];
+    if (lua_type(L, idx) != LUA_TNUMBER) aux_arg_error(L, fn, arg, "an integer", idx);
+#if LUA_VERSION_NUM >= 503
+    if (lua_isinteger(L, idx)) {
+        v = (long long)lua_tointeger(L, idx);
+    } else
+#endif
+    {
+        double d = (double)lua_tonumber(L, idx);
+        if (d != d) aux_arg_error(L, fn, arg, "an integer", idx); /* NaN */
+        exact = d >= -TWO_POW_63 && d < TWO_POW_63; /* beyond, every double is integral */
+        v = exact ? (long long)d : (d < 0 ? LLONG_MIN : LLONG_MAX);
+        if (exact && (double)v != d) aux_arg_error(L, fn, arg, "an integer", idx);
+    }
+    if (exact && v >= min && v <= max) return v;
+    if (min == 0 && v < 0) luaL_error(L, "celers: %s: '%s' must not be negative", fn, arg);
+    snprintf(lo, sizeof lo, "%lld", min);
+    snprintf(hi, sizeof hi, "%lld", max);
+    return luaL_error(L, "celers: %s: '%s' must be within %s..%s", fn, arg, lo, hi);
 }
 
 long long aux_check_count(lua_State *L, int idx, const char *fn, const char *arg)
 {
-    if (!lua_isinteger(L, idx)) aux_arg_error(L, fn, arg, "an integer", idx);
-    if (lua_tonumber(L, idx) < 0) luaL_error(L, "celers: %s: '%s' must not be negative", fn, arg);
-    return (long long)lua_tonumber(L, idx);
+    return aux_check_integer(L, idx, fn, arg, 0, LLONG_MAX);
 }
 
-lua_Number aux_check_range(lua_State *L, lua_Number n, lua_Number max, const char *fn,
-                           const char *arg)
-{
-    if (!(n >= 0 && n <= max)) {
-        char limit[32];
-        snprintf(limit, sizeof limit, "%.0f", (double)max); /* lua_pushfstring has no %.0f */
-        luaL_error(L, "celers: %s: '%s' must be within 0..%s", fn, arg, limit);
-    }
-    return n;
-}
+/* ---- option tables ------------------------------------------------------------------- */
 
 int aux_opt_table(lua_State *L, int idx, const char *fn, const char *arg)
 {
@@ -86,48 +147,41 @@ void aux_check_options(lua_State *L, int idx, const char *fn, const char *const 
 
 /* Push t[key] without metamethods: a string read from an options table must be held by the
  * table itself, not computed by __index and gone once popped. */
-static void raw_field(lua_State *L, int idx, const char *key)
+static int raw_field(lua_State *L, int idx, const char *key)
 {
     idx = lua_absindex(L, idx);
     lua_pushstring(L, key);
     lua_rawget(L, idx);
+    return !lua_isnil(L, -1);
 }
 
 const char *aux_field_string(lua_State *L, int idx, const char *key, const char *fn,
                              const char *dflt)
 {
     const char *s = dflt;
-    raw_field(L, idx, key);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING) aux_arg_error(L, fn, key, "a string", -1);
-        s = lua_tostring(L, -1); /* kept alive by the options table */
-    }
+    if (raw_field(L, idx, key)) s = aux_check_string(L, -1, fn, key, NULL); /* table holds it */
     lua_pop(L, 1);
     return s;
 }
 
-lua_Number aux_field_number(lua_State *L, int idx, const char *key, const char *fn, lua_Number dflt,
-                            int *present)
+lua_Number aux_field_within(lua_State *L, int idx, const char *key, const char *fn, lua_Number dflt,
+                            lua_Number max, int positive, int *present)
 {
     lua_Number n = dflt;
-    raw_field(L, idx, key);
-    if (present) *present = !lua_isnil(L, -1);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER) aux_arg_error(L, fn, key, "a number", -1);
-        n = lua_tonumber(L, -1);
-    }
+    int has = raw_field(L, idx, key);
+    if (has)
+        n = positive ? aux_check_positive(L, -1, fn, key, max)
+                     : aux_check_within(L, -1, fn, key, max);
+    if (present) *present = has;
     lua_pop(L, 1);
     return n;
 }
 
-long long aux_field_integer(lua_State *L, int idx, const char *key, const char *fn, long long dflt)
+long long aux_field_integer(lua_State *L, int idx, const char *key, const char *fn, long long dflt,
+                            long long min, long long max)
 {
     long long n = dflt;
-    raw_field(L, idx, key);
-    if (!lua_isnil(L, -1)) {
-        if (!lua_isinteger(L, -1)) aux_arg_error(L, fn, key, "an integer", -1);
-        n = (long long)lua_tonumber(L, -1);
-    }
+    if (raw_field(L, idx, key)) n = aux_check_integer(L, -1, fn, key, min, max);
     lua_pop(L, 1);
     return n;
 }
@@ -135,13 +189,21 @@ long long aux_field_integer(lua_State *L, int idx, const char *key, const char *
 int aux_field_bool(lua_State *L, int idx, const char *key, const char *fn, int dflt)
 {
     int b = dflt;
-    raw_field(L, idx, key);
-    if (!lua_isnil(L, -1)) {
+    if (raw_field(L, idx, key)) {
         if (lua_type(L, -1) != LUA_TBOOLEAN) aux_arg_error(L, fn, key, "a boolean", -1);
         b = lua_toboolean(L, -1);
     }
     lua_pop(L, 1);
     return b;
+}
+
+/* ---- errors -------------------------------------------------------------------------- */
+
+int aux_push_count(lua_State *L, int rc, unsigned long long n, const ce_error *err)
+{
+    if (rc < 0) return aux_push_error(L, err);
+    lua_pushinteger(L, (lua_Integer)n);
+    return 1;
 }
 
 int aux_push_error(lua_State *L, const ce_error *err)

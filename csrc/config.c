@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,8 +82,9 @@ static int parse_num(const char *key, const char *value, double *out, ce_error *
     double v;
     errno = 0;
     v = strtod(value, &end);
-    if (errno || end == value || *end || !(v >= 0))
-        return ce_error_set(err, CE_EINVALID, "option '%s' must be a non-negative number", key);
+    if (errno || end == value || *end || !(v >= 0 && v <= DBL_MAX)) /* no NaN, no inf */
+        return ce_error_set(err, CE_EINVALID, "option '%s' must be a finite non-negative number",
+                            key);
     *out = v;
     return 0;
 }

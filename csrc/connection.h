@@ -49,8 +49,9 @@ typedef struct ce_conn {
     } sweeps[CE_SWEEP_SLOTS]; /* last lease sweep per queue (see task.c) */
     struct {
         char queue[256];
-        double at;            /* monotonic seconds */
-    } stages[CE_SWEEP_SLOTS]; /* last staging step per queue (see staging.c) */
+        double at;                 /* monotonic seconds */
+    } stages[CE_SWEEP_SLOTS];      /* last staging step per queue (see staging.c) */
+    unsigned long long swept_dead; /* tasks the claims' sweeps dead-lettered, not yet counted */
 } ce_conn;
 
 /* The client library's process-wide state, counted: the first acquire initialises it, the

@@ -1,21 +1,32 @@
 /* The dead-letter queue of one queue: list, requeue, purge (admin.h). */
 #include "admin.h"
 
+/* The task's metadata as it was: without the _celers_origin key that sql/024 adds for the
+ * Rust broker's requeue (and NULL when the task had none). */
+#define DLQ_METADATA                                                                               \
+    "IF(JSON_UNQUOTE(JSON_EXTRACT(metadata, '$._celers_origin.metadata_null')) = '1', NULL, "      \
+    "JSON_REMOVE(metadata, '$._celers_origin'))"
+
 // clang-format off
 static const char SQL_LIST[] =
     "SELECT id, task_id, task_name, payload, payload_type, retry_count, max_retries, priority, "
-    "queue, error_message, " CE_EPOCH("failed_at") ", " CE_EPOCH("created_at") ", metadata "
+    "queue, error_message, " CE_EPOCH("failed_at") ", " CE_EPOCH("created_at") ", " DLQ_METADATA ", "
+    "timeout_seconds, idempotency_key, worker_id, " CE_EPOCH("started_at") " "
     "FROM celers_dead_letter_queue WHERE queue = ? ORDER BY failed_at, id LIMIT ? OFFSET ?";
 // clang-format on
 
 static const char SQL_LOCK[] =
     "SELECT id FROM celers_dead_letter_queue WHERE id = ? AND queue = ? FOR UPDATE";
 
+/* The task as it was enqueued (timeout, idempotency key, creation time included), with its
+ * attempts reset and due now. */
 static const char SQL_REQUEUE[] =
     "INSERT INTO celers_tasks (id, task_name, payload, payload_type, priority, retry_count, "
-    "max_retries, queue, metadata, state, created_at, scheduled_at) "
+    "max_retries, queue, metadata, timeout_seconds, idempotency_key, state, created_at, "
+    "scheduled_at) "
     "SELECT ?, task_name, payload, payload_type, priority, 0, max_retries, queue, metadata, "
-    "'pending', NOW(6), NOW(6) FROM celers_dead_letter_queue WHERE id = ?";
+    "timeout_seconds, idempotency_key, 'pending', COALESCE(created_at, NOW(6)), NOW(6) "
+    "FROM celers_dead_letter_queue WHERE id = ?";
 
 static const char SQL_DELETE_ONE[] = "DELETE FROM celers_dead_letter_queue WHERE id = ?";
 static const char SQL_PURGE_ONE[] =

@@ -190,11 +190,29 @@ done:
     return rc;
 }
 
+/* Bytes a row adds to the statement: its payload and its texts, plus the fixed fields. */
+static size_t row_bytes(const ce_task_spec *t)
+{
+    size_t n = t->payload_len + 128;
+    if (t->name) n += strlen(t->name);
+    if (t->metadata) n += strlen(t->metadata);
+    if (t->idempotency_key) n += strlen(t->idempotency_key);
+    if (t->queue) n += strlen(t->queue);
+    return n;
+}
+
+/* The end of the chunk starting at from: a row joins only if the chunk stays within
+ * BATCH_BYTES with it (a first row bigger than that goes alone), so rows that each fit the
+ * server's packet are never refused together. */
 static size_t chunk_end(const batch_ctx *x, size_t from)
 {
     size_t to = from, bytes = 0;
-    while (to < x->n && to - from < BATCH_ROWS && (to == from || bytes < BATCH_BYTES))
-        bytes += x->tasks[to++].payload_len;
+    while (to < x->n && to - from < BATCH_ROWS) {
+        size_t row = row_bytes(&x->tasks[to]);
+        if (to > from && bytes + row > BATCH_BYTES) break;
+        bytes += row;
+        to++;
+    }
     return to;
 }
 
@@ -241,25 +259,60 @@ static int batch_op(ce_conn *c, void *vctx, ce_error *err)
     return 0;
 }
 
+/* Which tasks were inserted. Without skip_existing every task was, except those whose
+ * idempotency key was taken. With it, a keyed task was if its key resolved to the id made for
+ * it, a task with a new id always was, and tasks with caller ids share what is left of the
+ * inserted count: exact when all or none of them were inserted (an import re-run). */
+static void mark_created(const batch_ctx *x, char (*fresh)[CE_UUID_LEN + 1], unsigned char *created)
+{
+    unsigned long long left = *x->inserted;
+    size_t caller_ids = 0;
+    for (size_t i = 0; i < x->n; i++) {
+        const ce_task_spec *t = &x->tasks[i];
+        if (!x->skip_existing)
+            created[i] = !x->exists[i];
+        else if (t->idempotency_key || !t->id)
+            created[i] = *x->inserted == x->n || strcmp(fresh[i], x->ids[i]) == 0;
+        else {
+            created[i] = 0;
+            caller_ids++;
+            continue;
+        }
+        left -= created[i] && left ? 1 : 0;
+    }
+    if (x->skip_existing && caller_ids && left == caller_ids)
+        for (size_t i = 0; i < x->n; i++)
+            if (!x->tasks[i].idempotency_key && x->tasks[i].id) created[i] = 1;
+}
+
 int ce_enqueue_batch(ce_conn *c, const char *queue, const ce_task_spec *tasks, size_t n,
                      int skip_existing, char (*ids)[CE_UUID_LEN + 1], unsigned long long *inserted,
-                     ce_error *err)
+                     unsigned char *created, ce_error *err)
 {
     batch_ctx x = {queue, tasks, n, skip_existing, ids, inserted, NULL};
+    char(*fresh)[CE_UUID_LEN + 1];
     int rc;
     *inserted = 0;
     if (n == 0) return 0;
     x.exists = calloc(n, 1);
-    if (!x.exists) return ce_error_set(err, CE_ENOMEM, "out of memory");
+    fresh = malloc(n * sizeof *fresh);
+    if (!x.exists || !fresh) {
+        free(x.exists);
+        free(fresh);
+        return ce_error_set(err, CE_ENOMEM, "out of memory");
+    }
     for (size_t i = 0; i < n; i++) {
         if (tasks[i].id)
             snprintf(ids[i], CE_UUID_LEN + 1, "%s", tasks[i].id);
         else
             ce_uuid7(ids[i]);
     }
+    memcpy(fresh, ids, n * sizeof *fresh);
     /* Several chunks run in a transaction, which is safe to repeat until COMMIT is sent. */
     rc = ce_conn_run(c, chunk_end(&x, 0) < n ? CE_REPEAT : CE_ONCE, batch_op, &x, err);
+    if (rc == 0 && created) mark_created(&x, fresh, created);
     free(x.exists);
+    free(fresh);
     return rc;
 }
 

@@ -31,10 +31,12 @@ void ce_task_spec_init(ce_task_spec *t);
 int ce_enqueue(ce_conn *c, const char *queue, const ce_task_spec *t, char id_out[CE_UUID_LEN + 1],
                int *created, ce_error *err);
 /* Enqueue n tasks all-or-nothing. ids must hold n ids. With skip_existing, rows whose id or
- * idempotency key exists are left alone and *inserted counts the new ones. */
+ * idempotency key exists are left alone and *inserted counts the new ones. created (n flags,
+ * or NULL) tells which tasks were inserted; with skip_existing and caller ids it is exact only
+ * when every such task was inserted or none was (see enqueue.c). */
 int ce_enqueue_batch(ce_conn *c, const char *queue, const ce_task_spec *tasks, size_t n,
                      int skip_existing, char (*ids)[CE_UUID_LEN + 1], unsigned long long *inserted,
-                     ce_error *err);
+                     unsigned char *created, ce_error *err);
 
 /* Record a recurring occurrence and enqueue its task in one transaction; when the occurrence
  * was already recorded (by this or another scheduler) *created is 0 and id_out is its task. */

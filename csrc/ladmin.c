@@ -1,34 +1,20 @@
 /* Lua binding of inspection, results and the dead-letter queue (admin.h) on the broker
  * userdata; health and upkeep are in lupkeep.c. Misuse raises naming the argument; runtime
  * failures return nil, err. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "admin.h"
 #include "auxiliar.h"
-#include "ladmin.h"
 #include "lbroker.h"
+#include "lmethods.h"
 #include "lrows.h"
 #include "task.h"
 
 #define DEFAULT_LIMIT 100
 
-/* ---- helpers shared with lupkeep.c ---------------------------------------------------- */
-
-int ladmin_push_count(lua_State *L, int rc, unsigned long long n, const ce_error *err)
-{
-    if (rc < 0) return aux_push_error(L, err);
-    lua_pushinteger(L, (lua_Integer)n);
-    return 1;
-}
-
-/* A string argument that must not be empty. */
-const char *ladmin_check_name(lua_State *L, int idx, const char *fn, const char *arg)
-{
-    const char *s = aux_check_string(L, idx, fn, arg, NULL);
-    if (!*s) luaL_error(L, "celers: %s: '%s' must not be empty", fn, arg);
-    return s;
-}
+/* ---- helpers ------------------------------------------------------------------------ */
 
 /* limit= and offset= of an optional options table at idx, which may hold only allowed. */
 static void read_page(lua_State *L, int idx, const char *fn, const char *const *allowed,
@@ -38,10 +24,8 @@ static void read_page(lua_State *L, int idx, const char *fn, const char *const *
     *offset = 0;
     if (!aux_opt_table(L, idx, fn, "opts")) return;
     aux_check_options(L, idx, fn, allowed);
-    *limit = aux_field_integer(L, idx, "limit", fn, DEFAULT_LIMIT);
-    *offset = aux_field_integer(L, idx, "offset", fn, 0);
-    if (*limit < 0) luaL_error(L, "celers: %s: 'limit' must not be negative", fn);
-    if (*offset < 0) luaL_error(L, "celers: %s: 'offset' must not be negative", fn);
+    *limit = aux_field_integer(L, idx, "limit", fn, DEFAULT_LIMIT, 0, LLONG_MAX);
+    *offset = aux_field_integer(L, idx, "offset", fn, 0, 0, LLONG_MAX);
 }
 
 /* Push the list of task rows (or nil, err) and free them. */
@@ -80,16 +64,18 @@ static int list_tasks(lua_State *L)
         state = aux_field_string(L, 2, "state", fn, NULL);
         after = aux_field_string(L, 2, "after_id", fn, NULL);
     }
-    rc = ce_list_tasks(b->shared->conn, b->queue, state, after, limit, offset, &rows, &err);
+    rc = ce_list_tasks(lbroker_conn(L, b, fn), b->queue, state, after, limit, offset, &rows, &err);
     return push_tasks(L, rc, &rows, &err);
 }
 
 static int get_statistics(lua_State *L)
 {
-    lbroker *b = lbroker_check(L, "get_statistics");
+    const char *fn = "get_statistics";
+    lbroker *b = lbroker_check(L, fn);
     ce_stats s;
     ce_error err;
-    if (ce_get_statistics(b->shared->conn, b->queue, &s, &err) < 0) return aux_push_error(L, &err);
+    if (ce_get_statistics(lbroker_conn(L, b, fn), b->queue, &s, &err) < 0)
+        return aux_push_error(L, &err);
     lua_createtable(L, 0, 8);
     lrows_set_count(L, s.pending, "pending");
     lrows_set_count(L, s.processing, "processing");
@@ -109,7 +95,7 @@ static int count_by_task_name(lua_State *L)
     const char *state = aux_opt_string(L, 2, fn, "state");
     ce_rows rows = {0};
     ce_error err;
-    if (ce_count_by_task_name(b->shared->conn, b->queue, state, &rows, &err) < 0)
+    if (ce_count_by_task_name(lbroker_conn(L, b, fn), b->queue, state, &rows, &err) < 0)
         return aux_push_error(L, &err);
     lua_createtable(L, 0, (int)rows.nrows);
     for (unsigned int i = 0; i < rows.nrows; i++)
@@ -129,17 +115,18 @@ static int list_scheduled_tasks(lua_State *L)
     ce_error err;
     int rc;
     read_page(L, 2, fn, PAGE_OPTIONS, &limit, &offset);
-    rc = ce_list_scheduled(b->shared->conn, b->queue, limit, offset, &rows, &err);
+    rc = ce_list_scheduled(lbroker_conn(L, b, fn), b->queue, limit, offset, &rows, &err);
     return push_tasks(L, rc, &rows, &err);
 }
 
 static int count_scheduled_tasks(lua_State *L)
 {
-    lbroker *b = lbroker_check(L, "count_scheduled_tasks");
+    const char *fn = "count_scheduled_tasks";
+    lbroker *b = lbroker_check(L, fn);
     long long n = 0;
     ce_error err;
-    int rc = ce_count_scheduled(b->shared->conn, b->queue, &n, &err);
-    return ladmin_push_count(L, rc, (unsigned long long)n, &err);
+    int rc = ce_count_scheduled(lbroker_conn(L, b, fn), b->queue, &n, &err);
+    return aux_push_count(L, rc, (unsigned long long)n, &err);
 }
 
 static int get_processing_tasks(lua_State *L)
@@ -151,7 +138,7 @@ static int get_processing_tasks(lua_State *L)
     ce_error err;
     int rc;
     read_page(L, 2, fn, PAGE_OPTIONS, &limit, &offset);
-    rc = ce_list_processing(b->shared->conn, b->queue, limit, offset, &rows, &err);
+    rc = ce_list_processing(lbroker_conn(L, b, fn), b->queue, limit, offset, &rows, &err);
     return push_tasks(L, rc, &rows, &err);
 }
 
@@ -162,7 +149,7 @@ static int get_tasks_by_worker(lua_State *L)
     const char *worker = aux_check_string(L, 2, fn, "worker_id", NULL);
     ce_rows rows = {0};
     ce_error err;
-    int rc = ce_tasks_by_worker(b->shared->conn, b->queue, worker, &rows, &err);
+    int rc = ce_tasks_by_worker(lbroker_conn(L, b, fn), b->queue, worker, &rows, &err);
     return push_tasks(L, rc, &rows, &err);
 }
 
@@ -174,7 +161,7 @@ static int set_worker_id(lua_State *L)
     const char *worker = aux_opt_string(L, 3, fn, "worker_id");
     int found = 0;
     ce_error err;
-    int rc = ce_set_worker_id(b->shared->conn, b->queue, id, worker, &found, &err);
+    int rc = ce_set_worker_id(lbroker_conn(L, b, fn), b->queue, id, worker, &found, &err);
     return push_found(L, rc, found, &err);
 }
 
@@ -186,7 +173,7 @@ static int update_error_message(lua_State *L)
     const char *msg = aux_opt_string(L, 3, fn, "message");
     int found = 0;
     ce_error err;
-    int rc = ce_set_error_message(b->shared->conn, b->queue, id, msg, &found, &err);
+    int rc = ce_set_error_message(lbroker_conn(L, b, fn), b->queue, id, msg, &found, &err);
     return push_found(L, rc, found, &err);
 }
 
@@ -197,7 +184,7 @@ static int store_result(lua_State *L)
     static const char *const opts[] = {"task_name", "status", "result", "error", "ttl", NULL};
     const char *fn = "store_result";
     lbroker *b = lbroker_check(L, fn);
-    const char *task_id = ladmin_check_name(L, 2, fn, "task_id");
+    const char *task_id = aux_check_name(L, 2, fn, "task_id");
     ce_result_spec r;
     size_t len = 0;
     int t;
@@ -212,12 +199,11 @@ static int store_result(lua_State *L)
         strcmp(r.status, "pending") != 0)
         luaL_error(L, "celers: %s: 'status' must be \"success\", \"failure\" or \"pending\"", fn);
     r.error = aux_field_string(L, 3, "error", fn, NULL);
-    r.ttl = aux_field_number(L, 3, "ttl", fn, 0, &r.has_ttl);
-    if (r.has_ttl && !(r.ttl > 0)) luaL_error(L, "celers: %s: 'ttl' must be positive", fn);
+    r.ttl = aux_field_within(L, 3, "ttl", fn, 0, AUX_MAX_SECONDS, 1, &r.has_ttl);
     lua_getfield(L, 3, "result");
     t = lua_type(L, 4);
     if (t == LUA_TSTRING) {
-        r.result = lua_tolstring(L, 4, &len);
+        r.result = aux_check_bytes(L, 4, fn, "result", &len);
         r.result_type = "raw";
     } else if (t == LUA_TTABLE || t == LUA_TNUMBER || t == LUA_TBOOLEAN) {
         r.result = lrows_encode_json(L, 4, fn, "result", &len); /* anchored at 5 */
@@ -226,7 +212,7 @@ static int store_result(lua_State *L)
         aux_arg_error(L, fn, "result", "a string, table, number or boolean", 4);
     }
     r.result_len = (unsigned long)len;
-    if (ce_store_result(b->shared->conn, b->queue, task_id, &r, &err) < 0)
+    if (ce_store_result(lbroker_conn(L, b, fn), b->queue, task_id, &r, &err) < 0)
         return aux_push_error(L, &err);
     lua_pushboolean(L, 1);
     return 1;
@@ -240,7 +226,7 @@ static int get_result(lua_State *L)
     ce_rows rows = {0};
     ce_error err;
     const ce_value *res, *type;
-    if (ce_get_result(b->shared->conn, b->queue, task_id, &rows, &err) < 0)
+    if (ce_get_result(lbroker_conn(L, b, fn), b->queue, task_id, &rows, &err) < 0)
         return aux_push_error(L, &err);
     if (rows.nrows == 0) {
         ce_rows_free(&rows);
@@ -279,7 +265,7 @@ static int delete_result(lua_State *L)
     const char *task_id = aux_check_string(L, 2, fn, "task_id", NULL);
     int found = 0;
     ce_error err;
-    int rc = ce_delete_result(b->shared->conn, b->queue, task_id, &found, &err);
+    int rc = ce_delete_result(lbroker_conn(L, b, fn), b->queue, task_id, &found, &err);
     return push_found(L, rc, found, &err);
 }
 
@@ -287,18 +273,18 @@ static int archive_results(lua_State *L)
 {
     const char *fn = "archive_results";
     lbroker *b = lbroker_check(L, fn);
-    double age = aux_check_nonneg(L, 2, fn, "older_than_s");
+    double age = aux_check_seconds(L, 2, fn, "older_than_s");
     unsigned long long n = 0;
     ce_error err;
-    int rc = ce_archive_results(b->shared->conn, b->queue, age, &n, &err);
-    return ladmin_push_count(L, rc, n, &err);
+    int rc = ce_archive_results(lbroker_conn(L, b, fn), b->queue, age, &n, &err);
+    return aux_push_count(L, rc, n, &err);
 }
 
 /* ---- dead-letter queue ---------------------------------------------------------------- */
 
 static void push_dlq_row(lua_State *L, const ce_rows *rows, unsigned int r)
 {
-    lua_createtable(L, 0, 15);
+    lua_createtable(L, 0, 19);
     lrows_set_string(L, CE_CELL(rows, r, CE_D_ID), "id");
     lrows_set_string(L, CE_CELL(rows, r, CE_D_TASK_ID), "task_id");
     lrows_set_string(L, CE_CELL(rows, r, CE_D_NAME), "name");
@@ -311,6 +297,10 @@ static void push_dlq_row(lua_State *L, const ce_rows *rows, unsigned int r)
     lrows_set_number(L, CE_CELL(rows, r, CE_D_FAILED_AT), "failed_at");
     lrows_set_number(L, CE_CELL(rows, r, CE_D_CREATED_AT), "created_at");
     lrows_set_json(L, CE_CELL(rows, r, CE_D_METADATA), "metadata");
+    lrows_set_number(L, CE_CELL(rows, r, CE_D_TIMEOUT), "timeout");
+    lrows_set_string(L, CE_CELL(rows, r, CE_D_IDEMPOTENCY_KEY), "idempotency_key");
+    lrows_set_string(L, CE_CELL(rows, r, CE_D_WORKER_ID), "worker_id");
+    lrows_set_number(L, CE_CELL(rows, r, CE_D_STARTED_AT), "started_at");
 }
 
 static int list_dlq(lua_State *L)
@@ -321,7 +311,7 @@ static int list_dlq(lua_State *L)
     ce_rows rows = {0};
     ce_error err;
     read_page(L, 2, fn, PAGE_OPTIONS, &limit, &offset);
-    if (ce_list_dlq(b->shared->conn, b->queue, limit, offset, &rows, &err) < 0)
+    if (ce_list_dlq(lbroker_conn(L, b, fn), b->queue, limit, offset, &rows, &err) < 0)
         return aux_push_error(L, &err);
     lua_createtable(L, (int)rows.nrows, 0);
     for (unsigned int i = 0; i < rows.nrows; i++) {
@@ -340,12 +330,11 @@ static int requeue_from_dlq(lua_State *L)
     char id[CE_UUID_LEN + 1];
     int found = 0;
     ce_error err;
-    if (ce_requeue_from_dlq(b->shared->conn, b->queue, dlq_id, id, &found, &err) < 0)
+    if (ce_requeue_from_dlq(lbroker_conn(L, b, fn), b->queue, dlq_id, id, &found, &err) < 0)
         return aux_push_error(L, &err);
     if (!found) {
-        ce_error_set(&err, CE_ENOTFOUND, "no dead-letter entry %.64s in queue %.128s", dlq_id,
-                     b->queue);
-        return aux_push_error(L, &err);
+        lua_pushboolean(L, 0);
+        return 1;
     }
     lua_pushstring(L, id);
     return 1;
@@ -358,17 +347,18 @@ static int purge_dlq(lua_State *L)
     const char *dlq_id = aux_check_string(L, 2, fn, "dlq_id", NULL);
     int found = 0;
     ce_error err;
-    int rc = ce_purge_dlq(b->shared->conn, b->queue, dlq_id, &found, &err);
+    int rc = ce_purge_dlq(lbroker_conn(L, b, fn), b->queue, dlq_id, &found, &err);
     return push_found(L, rc, found, &err);
 }
 
 static int purge_all_dlq(lua_State *L)
 {
-    lbroker *b = lbroker_check(L, "purge_all_dlq");
+    const char *fn = "purge_all_dlq";
+    lbroker *b = lbroker_check(L, fn);
     unsigned long long n = 0;
     ce_error err;
-    int rc = ce_purge_all_dlq(b->shared->conn, b->queue, &n, &err);
-    return ladmin_push_count(L, rc, n, &err);
+    int rc = ce_purge_all_dlq(lbroker_conn(L, b, fn), b->queue, &n, &err);
+    return aux_push_count(L, rc, n, &err);
 }
 
 static const luaL_Reg methods[] = {
@@ -392,10 +382,7 @@ static const luaL_Reg methods[] = {
     {NULL, NULL},
 };
 
-void ladmin_register(lua_State *L)
+void ladmin_open(lua_State *L)
 {
     luaL_setfuncs(L, methods, 0);
-    lupkeep_register(L);
-    lworkers_register(L);
-    ldashboard_register(L);
 }

@@ -1,14 +1,12 @@
-/* The broker userdata: creation, garbage collection and close, per-process counters, and
- * the broker-level methods (with_queue, queue, worker_id, migrate, list_migrations); the
- * queue operations are bound in lenqueue.c, lclaim.c, ladmin.c, lupkeep.c and lworkers.c. */
+/* The broker userdata type: creation, garbage collection, close, with_queue and the
+ * broker's own settings (queue, worker_id), and per-process counters. Every other method
+ * is added by its binding file (lmethods.h). */
 #include "lbroker.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "auxiliar.h"
-#include "lrows.h"
-#include "migrate.h"
 
 /* ---- userdata plumbing -------------------------------------------------------------- */
 
@@ -54,6 +52,13 @@ lbroker *lbroker_check(lua_State *L, const char *fn)
                    "are not supported; inside it, call the tx object)",
                    fn);
     return b;
+}
+
+ce_conn *lbroker_conn(lua_State *L, lbroker *b, const char *fn)
+{
+    if (b->shared && b->shared->conn) return b->shared->conn;
+    luaL_error(L, "celers: %s: the broker is closed", fn);
+    return NULL;
 }
 
 static int broker_gc(lua_State *L)
@@ -104,13 +109,12 @@ void lbroker_count(lua_State *L, const char *key, lua_Number n)
     lua_pop(L, 2);
 }
 
-/* ---- broker, queue, migrations ------------------------------------------------------- */
+/* ---- broker-level methods ------------------------------------------------------------- */
 
 static int broker_with_queue(lua_State *L)
 {
     lbroker *b = lbroker_check(L, "with_queue");
-    const char *queue = aux_check_string(L, 2, "with_queue", "queue", NULL);
-    if (!*queue) luaL_error(L, "celers: with_queue: 'queue' must not be empty");
+    const char *queue = aux_check_name(L, 2, "with_queue", "queue");
     lbroker_push(L, b->shared, queue, b->worker_id);
     return 1;
 }
@@ -134,46 +138,10 @@ static int broker_worker_id(lua_State *L)
     return 1;
 }
 
-static int broker_migrate(lua_State *L)
-{
-    lbroker *b = lbroker_check(L, "migrate");
-    int *applied = lua_newuserdata(L, sizeof *applied * (ce_migrations_count + 1));
-    int k = 0;
-    ce_error err;
-    if (ce_migrate(b->shared->conn, applied, &err) < 0) return aux_push_error(L, &err);
-    lua_newtable(L);
-    for (unsigned int i = 0; i < ce_migrations_count; i++) {
-        if (!applied[i]) continue;
-        lua_pushfstring(L, "%s_%s", ce_migrations[i].version, ce_migrations[i].name);
-        lua_rawseti(L, -2, ++k);
-    }
-    return 1;
-}
-
-static int broker_list_migrations(lua_State *L)
-{
-    lbroker *b = lbroker_check(L, "list_migrations");
-    ce_rows rows = {0};
-    ce_error err;
-    if (ce_list_migrations(b->shared->conn, &rows, &err) < 0) return aux_push_error(L, &err);
-    lua_createtable(L, (int)rows.nrows, 0);
-    for (unsigned int i = 0; i < rows.nrows; i++) {
-        lua_createtable(L, 0, 3);
-        lrows_set_string(L, CE_CELL(&rows, i, 0), "version");
-        lrows_set_string(L, CE_CELL(&rows, i, 1), "name");
-        lrows_set_number(L, CE_CELL(&rows, i, 2), "applied_at");
-        lua_rawseti(L, -2, (int)i + 1);
-    }
-    ce_rows_free(&rows);
-    return 1;
-}
-
 static const luaL_Reg methods[] = {
     {"with_queue", broker_with_queue},
     {"queue", broker_queue},
     {"worker_id", broker_worker_id},
-    {"migrate", broker_migrate},
-    {"list_migrations", broker_list_migrations},
     {"close", broker_close},
     {NULL, NULL},
 };
@@ -187,23 +155,7 @@ void lbroker_open(lua_State *L)
     lua_setfield(L, -2, "__tostring");
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
-    lenqueue_register(L);
-    lclaim_register(L);
-    ladmin_register(L);
-    ltransaction_register(L);
-    lsnooze_register(L);
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, "__index");
     lua_remove(L, -2); /* leave the methods table */
-    /* per-process counters for metrics */
-    lua_getfield(L, LUA_REGISTRYINDEX, LBROKER_COUNTERS_KEY);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_newtable(L);
-        lua_setfield(L, -2, "enqueued_by_type");
-        lua_setfield(L, LUA_REGISTRYINDEX, LBROKER_COUNTERS_KEY);
-    } else {
-        lua_pop(L, 1);
-    }
 }

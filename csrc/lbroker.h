@@ -29,18 +29,17 @@ typedef struct lbroker {
 
 /* Check argument 1 is an open broker; fn names the method in error messages. */
 lbroker *lbroker_check(lua_State *L, const char *fn);
+/* The broker's connection, taken once every argument has been read: reading arguments can
+ * run Lua code (a JSON encoder, a finalizer) that closes the broker. Raises if it is closed.
+ * Nothing that can run Lua code may come between this call and the core call using it. */
+ce_conn *lbroker_conn(lua_State *L, lbroker *b, const char *fn);
 /* Push a new broker userdata over shared (taking a reference) for queue. */
 lbroker *lbroker_push(lua_State *L, shared_conn *shared, const char *queue, const char *worker_id);
 /* Bump a per-process counter in the registry table of counters. */
 void lbroker_count(lua_State *L, const char *key, lua_Number n);
-/* Register the broker metatable and its methods; leaves the methods table on the stack. */
+/* Register the broker type (metatable, __gc, close, with_queue, queue, worker_id) and push
+ * its methods table, to which the other binding files add theirs (lmethods.h). */
 void lbroker_open(lua_State *L);
-/* Each binding file adds its methods to the methods table on top of the stack. */
-void lenqueue_register(lua_State *L);
-void lclaim_register(lua_State *L);
-void ladmin_register(lua_State *L);
-void ltransaction_register(lua_State *L);
-void lsnooze_register(lua_State *L);
 /* Roll back the transaction of a handle being collected without having ended it. */
 void ltransaction_abandon(lbroker *b);
 

@@ -4,6 +4,7 @@
 #include "auxiliar.h"
 #include "handoff.h"
 #include "lbroker.h"
+#include "lmethods.h"
 #include "lrows.h"
 #include "staging.h"
 #include "task.h"
@@ -13,7 +14,7 @@ static ce_task_ref read_ref(lua_State *L, int idx, const char *fn)
 {
     ce_task_ref ref = {NULL, NULL};
     if (lua_type(L, idx) == LUA_TSTRING) {
-        ref.id = lua_tostring(L, idx);
+        ref.id = aux_check_string(L, idx, fn, "task", NULL);
     } else if (lua_type(L, idx) == LUA_TTABLE) {
         ref.id = aux_field_string(L, idx, "id", fn, NULL);
         ref.claim_id = aux_field_string(L, idx, "claim_id", fn, NULL);
@@ -26,14 +27,26 @@ static ce_task_ref read_ref(lua_State *L, int idx, const char *fn)
 
 /* ---- dequeue ------------------------------------------------------------------------- */
 
-static int claim(lua_State *L, lbroker *b, unsigned int n, const char *worker, double lease,
-                 int as_list)
+/* Count what the claim's lease sweep moved to the dead-letter queue. Called right after
+ * the core call, before any Lua call that could close the connection. */
+static void count_swept(lua_State *L, ce_conn *c)
+{
+    unsigned long long n = c->swept_dead;
+    c->swept_dead = 0;
+    if (n) lbroker_count(L, "dead_lettered", (lua_Number)n);
+}
+
+/* lease < 0: the connection's default. */
+static int claim(lua_State *L, lbroker *b, const char *fn, unsigned int n, const char *worker,
+                 double lease, int as_list)
 {
     ce_rows rows = {0};
     ce_error err;
-    if (ce_claim(b->shared->conn, b->queue, n, worker ? worker : b->worker_id, lease, &rows, &err) <
-        0)
-        return aux_push_error(L, &err);
+    ce_conn *c = lbroker_conn(L, b, fn);
+    int rc = ce_claim(c, b->queue, n, worker ? worker : b->worker_id,
+                      lease < 0 ? c->cfg.lease : lease, &rows, &err);
+    count_swept(L, c);
+    if (rc < 0) return aux_push_error(L, &err);
     if (!as_list) {
         if (rows.nrows == 0)
             lua_pushnil(L);
@@ -50,19 +63,17 @@ static int claim(lua_State *L, lbroker *b, unsigned int n, const char *worker, d
     return 1;
 }
 
-static void read_dequeue_opts(lua_State *L, int idx, const char *fn, lbroker *b,
-                              const char **worker, double *lease)
+/* worker_id= and lease= (-1 when absent: the connection's default). */
+static void read_dequeue_opts(lua_State *L, int idx, const char *fn, const char **worker,
+                              double *lease)
 {
     static const char *const opts[] = {"worker_id", "lease", NULL};
     *worker = NULL;
-    *lease = b->shared->conn->cfg.lease;
+    *lease = -1;
     if (aux_opt_table(L, idx, fn, "opts")) {
-        int has;
         aux_check_options(L, idx, fn, opts);
         *worker = aux_field_string(L, idx, "worker_id", fn, NULL);
-        *lease = aux_field_number(L, idx, "lease", fn, *lease, &has);
-        if (has && !(*lease > 0)) luaL_error(L, "celers: %s: 'lease' must be positive", fn);
-        aux_check_range(L, *lease, AUX_MAX_SECONDS, fn, "lease");
+        *lease = aux_field_within(L, idx, "lease", fn, -1, AUX_MAX_SECONDS, 1, NULL);
     }
 }
 
@@ -71,30 +82,29 @@ static int broker_dequeue(lua_State *L)
     lbroker *b = lbroker_check(L, "dequeue");
     const char *worker;
     double lease;
-    read_dequeue_opts(L, 2, "dequeue", b, &worker, &lease);
-    return claim(L, b, 1, worker, lease, 0);
+    read_dequeue_opts(L, 2, "dequeue", &worker, &lease);
+    return claim(L, b, "dequeue", 1, worker, lease, 0);
 }
 
 static int broker_dequeue_with_worker_id(lua_State *L)
 {
     lbroker *b = lbroker_check(L, "dequeue_with_worker_id");
     const char *worker = aux_check_string(L, 2, "dequeue_with_worker_id", "worker_id", NULL);
-    return claim(L, b, 1, worker, b->shared->conn->cfg.lease, 0);
+    return claim(L, b, "dequeue_with_worker_id", 1, worker, -1, 0);
 }
 
 static int broker_dequeue_batch(lua_State *L)
 {
     lbroker *b = lbroker_check(L, "dequeue_batch");
-    long long n = aux_check_count(L, 2, "dequeue_batch", "n");
+    long long n = aux_check_integer(L, 2, "dequeue_batch", "n", 0, 10000);
     const char *worker;
     double lease;
-    if (n > 10000) luaL_error(L, "celers: dequeue_batch: 'n' must be at most 10000");
-    read_dequeue_opts(L, 3, "dequeue_batch", b, &worker, &lease);
+    read_dequeue_opts(L, 3, "dequeue_batch", &worker, &lease);
     if (n == 0) {
         lua_newtable(L);
         return 1;
     }
-    return claim(L, b, (unsigned int)n, worker, lease, 1);
+    return claim(L, b, "dequeue_batch", (unsigned int)n, worker, lease, 1);
 }
 
 /* Ack the task in hand (nil: none) and claim the next, in one round trip.
@@ -106,14 +116,17 @@ static int broker_ack_and_dequeue(lua_State *L)
     ce_task_ref prev = {NULL, NULL};
     const char *worker;
     double lease;
-    int acked = 0;
+    int acked = 0, rc;
     ce_rows rows = {0};
     ce_error err;
+    ce_conn *c;
     if (!lua_isnoneornil(L, 2)) prev = read_ref(L, 2, fn);
-    read_dequeue_opts(L, 3, fn, b, &worker, &lease);
-    if (ce_ack_and_claim(b->shared->conn, b->queue, prev, worker ? worker : b->worker_id, lease,
-                         &acked, &rows, &err) < 0)
-        return aux_push_error(L, &err);
+    read_dequeue_opts(L, 3, fn, &worker, &lease);
+    c = lbroker_conn(L, b, fn);
+    rc = ce_ack_and_claim(c, b->queue, prev, worker ? worker : b->worker_id,
+                          lease < 0 ? c->cfg.lease : lease, &acked, &rows, &err);
+    count_swept(L, c);
+    if (rc < 0) return aux_push_error(L, &err);
     if (acked) lbroker_count(L, "acked", 1);
     lua_pushboolean(L, acked);
     if (rows.nrows)
@@ -146,7 +159,7 @@ static int broker_ack_batch_and_dequeue(lua_State *L)
 {
     const char *fn = "ack_batch_and_dequeue";
     lbroker *b = lbroker_check(L, fn);
-    long long n = aux_check_count(L, 3, fn, "n");
+    long long n = aux_check_integer(L, 3, fn, "n", 0, 10000);
     const char *worker;
     double lease;
     size_t nrefs;
@@ -154,12 +167,16 @@ static int broker_ack_batch_and_dequeue(lua_State *L)
     unsigned long long acked = 0;
     ce_rows rows = {0};
     ce_error err;
-    if (n > 10000) luaL_error(L, "celers: %s: 'n' must be at most 10000", fn);
-    read_dequeue_opts(L, 4, fn, b, &worker, &lease);
+    ce_conn *c;
+    int rc;
+    read_dequeue_opts(L, 4, fn, &worker, &lease);
     refs = read_refs(L, 2, fn, &nrefs);
-    if (ce_ack_batch_and_claim(b->shared->conn, b->queue, refs, nrefs, (unsigned int)n,
-                               worker ? worker : b->worker_id, lease, &acked, &rows, &err) < 0)
-        return aux_push_error(L, &err);
+    c = lbroker_conn(L, b, fn);
+    rc = ce_ack_batch_and_claim(c, b->queue, refs, nrefs, (unsigned int)n,
+                                worker ? worker : b->worker_id, lease < 0 ? c->cfg.lease : lease,
+                                &acked, &rows, &err);
+    count_swept(L, c);
+    if (rc < 0) return aux_push_error(L, &err);
     lbroker_count(L, "acked", (lua_Number)acked);
     lua_pushinteger(L, (lua_Integer)acked);
     lua_createtable(L, (int)rows.nrows, 0);
@@ -177,11 +194,11 @@ static int broker_promote_scheduled(lua_State *L)
 {
     const char *fn = "promote_scheduled";
     lbroker *b = lbroker_check(L, fn);
-    long long limit = lua_isnoneornil(L, 2) ? CE_STAGE_ROWS : aux_check_count(L, 2, fn, "limit");
+    long long limit =
+        lua_isnoneornil(L, 2) ? CE_STAGE_ROWS : aux_check_integer(L, 2, fn, "limit", 0, 100000);
     unsigned long long promoted = 0;
     ce_error err;
-    if (limit > 100000) luaL_error(L, "celers: %s: 'limit' must be at most 100000", fn);
-    if (ce_stage_due(b->shared->conn, b->queue, (unsigned int)limit, &promoted, &err) < 0)
+    if (ce_stage_due(lbroker_conn(L, b, fn), b->queue, (unsigned int)limit, &promoted, &err) < 0)
         return aux_push_error(L, &err);
     lua_pushinteger(L, (lua_Integer)promoted);
     return 1;
@@ -202,7 +219,7 @@ static int broker_ack(lua_State *L)
     ce_task_ref ref = read_ref(L, 2, "ack");
     int ok = 0, rc;
     ce_error err;
-    rc = ce_ack(b->shared->conn, ref, &ok, &err);
+    rc = ce_ack(lbroker_conn(L, b, "ack"), ref, &ok, &err);
     if (rc == 0 && ok) lbroker_count(L, "acked", 1);
     return push_ok(L, rc, ok, &err);
 }
@@ -222,7 +239,8 @@ static int broker_ack_batch(lua_State *L)
         refs[i] = read_ref(L, -1, "ack_batch"); /* strings stay alive in the tasks list */
         lua_pop(L, 1);
     }
-    if (ce_ack_batch(b->shared->conn, refs, n, &acked, &err) < 0) return aux_push_error(L, &err);
+    if (ce_ack_batch(lbroker_conn(L, b, "ack_batch"), refs, n, &acked, &err) < 0)
+        return aux_push_error(L, &err);
     lbroker_count(L, "acked", (lua_Number)acked);
     lua_pushinteger(L, (lua_Integer)acked);
     return 1;
@@ -254,11 +272,9 @@ static int broker_reject(lua_State *L)
         aux_check_options(L, 3, fn, opts);
         requeue = aux_field_bool(L, 3, "requeue", fn, 1);
         error = aux_field_string(L, 3, "error", fn, NULL);
-        delay = aux_field_number(L, 3, "delay", fn, -1, &has);
-        if (has && !(delay >= 0)) luaL_error(L, "celers: %s: 'delay' must not be negative", fn);
-        if (has) aux_check_range(L, delay, AUX_MAX_SECONDS, fn, "delay");
+        delay = aux_field_within(L, 3, "delay", fn, -1, AUX_MAX_SECONDS, 0, &has);
     }
-    rc = ce_reject(b->shared->conn, ref, requeue, delay, error, &outcome, &err);
+    rc = ce_reject(lbroker_conn(L, b, fn), ref, requeue, delay, error, &outcome, &err);
     return push_outcome(L, rc, outcome, &err);
 }
 
@@ -267,13 +283,11 @@ static int broker_retry(lua_State *L)
     const char *fn = "retry";
     lbroker *b = lbroker_check(L, fn);
     ce_task_ref ref = read_ref(L, 2, fn);
-    double delay = lua_isnoneornil(L, 3) ? -1
-                                         : aux_check_range(L, aux_check_nonneg(L, 3, fn, "delay"),
-                                                           AUX_MAX_SECONDS, fn, "delay");
+    double delay = lua_isnoneornil(L, 3) ? -1 : aux_check_seconds(L, 3, fn, "delay");
     const char *error = aux_opt_string(L, 4, fn, "error");
     int outcome = 0, rc;
     ce_error err;
-    rc = ce_reject(b->shared->conn, ref, 1, delay, error, &outcome, &err);
+    rc = ce_reject(lbroker_conn(L, b, fn), ref, 1, delay, error, &outcome, &err);
     return push_outcome(L, rc, outcome, &err);
 }
 
@@ -281,13 +295,10 @@ static int broker_touch(lua_State *L)
 {
     lbroker *b = lbroker_check(L, "touch");
     ce_task_ref ref = read_ref(L, 2, "touch");
-    double secs = lua_isnoneornil(L, 3)
-                      ? -1
-                      : aux_check_range(L, aux_check_nonneg(L, 3, "touch", "seconds"),
-                                        AUX_MAX_SECONDS, "touch", "seconds");
+    double secs = lua_isnoneornil(L, 3) ? -1 : aux_check_seconds(L, 3, "touch", "seconds");
     int ok = 0, rc;
     ce_error err;
-    rc = ce_touch(b->shared->conn, ref, secs, &ok, &err);
+    rc = ce_touch(lbroker_conn(L, b, "touch"), ref, secs, &ok, &err);
     return push_ok(L, rc, ok, &err);
 }
 
@@ -303,9 +314,7 @@ static int broker_touch_batch(lua_State *L)
     int count = 0;
     ce_error err;
     if (!lua_istable(L, 2)) aux_arg_error(L, fn, "tasks", "a list of tasks", 2);
-    if (!lua_isnoneornil(L, 3))
-        secs = aux_check_range(L, aux_check_nonneg(L, 3, fn, "seconds"), AUX_MAX_SECONDS, fn,
-                               "seconds");
+    if (!lua_isnoneornil(L, 3)) secs = aux_check_seconds(L, 3, fn, "seconds");
     n = lua_rawlen(L, 2);
     refs = lua_newuserdata(L, sizeof *refs * (n ? n : 1));
     held = lua_newuserdata(L, n ? n : 1);
@@ -314,7 +323,7 @@ static int broker_touch_batch(lua_State *L)
         refs[i] = read_ref(L, -1, fn); /* strings stay alive in the tasks list */
         lua_pop(L, 1);
     }
-    if (n && ce_touch_batch(b->shared->conn, refs, n, secs, held, &err) < 0)
+    if (n && ce_touch_batch(lbroker_conn(L, b, fn), refs, n, secs, held, &err) < 0)
         return aux_push_error(L, &err);
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
@@ -333,7 +342,7 @@ static int broker_cancel(lua_State *L)
     ce_task_ref ref = read_ref(L, 2, "cancel");
     int ok = 0, rc;
     ce_error err;
-    rc = ce_cancel(b->shared->conn, ref.id, &ok, &err);
+    rc = ce_cancel(lbroker_conn(L, b, "cancel"), ref.id, &ok, &err);
     return push_ok(L, rc, ok, &err);
 }
 
@@ -343,14 +352,14 @@ static int broker_pause(lua_State *L)
 {
     lbroker *b = lbroker_check(L, "pause");
     ce_error err;
-    return push_ok(L, ce_pause(b->shared->conn, b->queue, &err), 1, &err);
+    return push_ok(L, ce_pause(lbroker_conn(L, b, "pause"), b->queue, &err), 1, &err);
 }
 
 static int broker_resume(lua_State *L)
 {
     lbroker *b = lbroker_check(L, "resume");
     ce_error err;
-    return push_ok(L, ce_resume(b->shared->conn, b->queue, &err), 1, &err);
+    return push_ok(L, ce_resume(lbroker_conn(L, b, "resume"), b->queue, &err), 1, &err);
 }
 
 static int broker_is_paused(lua_State *L)
@@ -358,7 +367,7 @@ static int broker_is_paused(lua_State *L)
     lbroker *b = lbroker_check(L, "is_paused");
     int paused = 0, rc;
     ce_error err;
-    rc = ce_is_paused(b->shared->conn, b->queue, &paused, &err);
+    rc = ce_is_paused(lbroker_conn(L, b, "is_paused"), b->queue, &paused, &err);
     return push_ok(L, rc, paused, &err);
 }
 
@@ -367,7 +376,8 @@ static int broker_queue_size(lua_State *L)
     lbroker *b = lbroker_check(L, "queue_size");
     long long size = 0;
     ce_error err;
-    if (ce_queue_size(b->shared->conn, b->queue, &size, &err) < 0) return aux_push_error(L, &err);
+    if (ce_queue_size(lbroker_conn(L, b, "queue_size"), b->queue, &size, &err) < 0)
+        return aux_push_error(L, &err);
     lua_pushinteger(L, (lua_Integer)size);
     return 1;
 }
@@ -377,7 +387,8 @@ static int broker_recover_expired(lua_State *L)
     lbroker *b = lbroker_check(L, "recover_expired");
     unsigned long long requeued = 0, dead = 0;
     ce_error err;
-    if (ce_recover_expired(b->shared->conn, b->queue, -1, &requeued, &dead, &err) < 0)
+    if (ce_recover_expired(lbroker_conn(L, b, "recover_expired"), b->queue, -1, &requeued, &dead,
+                           &err) < 0)
         return aux_push_error(L, &err);
     lbroker_count(L, "dead_lettered", (lua_Number)dead);
     lua_pushinteger(L, (lua_Integer)requeued);
@@ -391,7 +402,8 @@ static int broker_get_task(lua_State *L)
     const char *id = aux_check_string(L, 2, "get_task", "id", NULL);
     ce_rows rows = {0};
     ce_error err;
-    if (ce_get_task(b->shared->conn, id, &rows, &err) < 0) return aux_push_error(L, &err);
+    if (ce_get_task(lbroker_conn(L, b, "get_task"), id, &rows, &err) < 0)
+        return aux_push_error(L, &err);
     if (rows.nrows)
         lrows_push_task(L, &rows, 0);
     else
@@ -423,7 +435,7 @@ static const luaL_Reg methods[] = {
     {NULL, NULL},
 };
 
-void lclaim_register(lua_State *L)
+void lclaim_open(lua_State *L)
 {
     luaL_setfuncs(L, methods, 0);
 }

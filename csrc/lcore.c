@@ -12,6 +12,7 @@
 #include "connection.h"
 #include "lcodec.h"
 #include "lbroker.h"
+#include "lmethods.h"
 #include "lrows.h"
 #include "process.h"
 #include "uuid7.h"
@@ -49,6 +50,13 @@ static int config_fail(lua_State *L, ce_config *cfg, const char *msg)
     return luaL_error(L, "%s", buf);
 }
 
+static int has_nul(lua_State *L, int idx)
+{
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    return memchr(s, '\0', len) != NULL;
+}
+
 /* Set cfg key from the value on top of the stack (string, number or boolean); pops it. */
 static void set_from_stack(lua_State *L, ce_config *cfg, const char *key, const char *name)
 {
@@ -66,7 +74,13 @@ static void set_from_stack(lua_State *L, ce_config *cfg, const char *key, const 
         snprintf(num, sizeof num, "%.17g", (double)lua_tonumber(L, -1));
         value = num;
     } else if (t == LUA_TSTRING) {
-        value = lua_tostring(L, -1);
+        size_t len;
+        value = lua_tolstring(L, -1, &len);
+        if (memchr(value, '\0', len)) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "'%s' must not contain NUL bytes", name);
+            config_fail(L, cfg, msg);
+        }
     } else {
         char msg[200];
         snprintf(msg, sizeof msg, "'%s' must be a string or a number (got %s)", name,
@@ -106,6 +120,7 @@ static void read_connect_table(lua_State *L, ce_config *cfg)
 
     lua_getfield(L, 1, "dsn");
     if (lua_type(L, -1) == LUA_TSTRING) {
+        if (has_nul(L, -1)) config_fail(L, cfg, "'dsn' must not contain NUL bytes");
         if (ce_config_parse_dsn(cfg, lua_tostring(L, -1), &err) < 0)
             config_fail(L, cfg, err.message);
     } else if (!lua_isnil(L, -1)) {
@@ -151,14 +166,14 @@ static int core_connect(lua_State *L)
 
     ce_config_init(&cfg);
     if (lua_type(L, 1) == LUA_TSTRING) {
+        aux_check_string(L, 1, "connect", "dsn", NULL);
         if (ce_config_parse_dsn(&cfg, lua_tostring(L, 1), &err) < 0)
             config_fail(L, &cfg, err.message);
     } else if (lua_istable(L, 1)) {
         aux_check_options(L, 1, "connect", CONNECT_OPTIONS);
         lua_getfield(L, 1, "worker_id");
-        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
-            aux_arg_error(L, "connect", "worker_id", "a string", -1);
-        worker_opt = lua_tostring(L, -1); /* anchored by the options table */
+        if (!lua_isnil(L, -1)) /* anchored by the options table */
+            worker_opt = aux_check_string(L, -1, "connect", "worker_id", NULL);
         lua_pop(L, 1);
         read_connect_table(L, &cfg);
     } else {
@@ -204,7 +219,7 @@ static int core_set_json(lua_State *L)
 
 static int core_counters(lua_State *L)
 {
-    lua_getfield(L, LUA_REGISTRYINDEX, "celers.counters");
+    lua_getfield(L, LUA_REGISTRYINDEX, LBROKER_COUNTERS_KEY);
     return 1;
 }
 
@@ -242,7 +257,8 @@ static int core_fork(lua_State *L)
 
 static int core_wait(lua_State *L)
 {
-    pid_t pid = lua_isnoneornil(L, 1) ? -1 : (pid_t)aux_check_number(L, 1, "wait", "pid");
+    pid_t pid =
+        lua_isnoneornil(L, 1) ? -1 : (pid_t)aux_check_integer(L, 1, "wait", "pid", 1, AUX_INT_MAX);
     int nohang = lua_toboolean(L, 2);
     ce_child_status st;
     if (ce_wait(pid, nohang, &st) < 0) {
@@ -262,9 +278,8 @@ static int core_wait(lua_State *L)
 
 static int core_kill(lua_State *L)
 {
-    pid_t pid = (pid_t)aux_check_number(L, 1, "kill", "pid");
-    if (pid <= 0) luaL_error(L, "celers: kill: 'pid' must be a process id above 0");
-    int sig = (int)aux_check_number(L, 2, "kill", "signal");
+    pid_t pid = (pid_t)aux_check_integer(L, 1, "kill", "pid", 1, AUX_INT_MAX);
+    int sig = (int)aux_check_integer(L, 2, "kill", "signal", 0, 64);
     lua_pushboolean(L, ce_kill(pid, sig) == 0);
     return 1;
 }
@@ -299,7 +314,7 @@ static int core_default_stop_signals(lua_State *L)
 
 static int core_sleep(lua_State *L)
 {
-    ce_sleep(aux_check_nonneg(L, 1, "sleep", "seconds"));
+    ce_sleep(aux_check_seconds(L, 1, "sleep", "seconds"));
     return 0;
 }
 
@@ -359,6 +374,8 @@ static int library_gc(lua_State *L)
     return 0;
 }
 
+/* The client library is shared by every Lua state of the process (nginx has several):
+ * each state holds one reference, and only the last to close ends the library. */
 static void register_library_end(lua_State *L)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, "celers.library");
@@ -376,15 +393,36 @@ static void register_library_end(lua_State *L)
     lua_setfield(L, LUA_REGISTRYINDEX, "celers.library");
 }
 
+/* The binding files' methods, added to the broker's methods table in this order. */
+static void (*const method_opens[])(lua_State *L) = {
+    lenqueue_open, lclaim_open,     ladmin_open,       lupkeep_open, lworkers_open,
+    lmigrate_open, ldashboard_open, ltransaction_open, lsnooze_open,
+};
+
+static void open_counters(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, LBROKER_COUNTERS_KEY);
+    if (lua_isnil(L, -1)) {
+        lua_newtable(L);
+        lua_newtable(L);
+        lua_setfield(L, -2, "enqueued_by_type");
+        lua_setfield(L, LUA_REGISTRYINDEX, LBROKER_COUNTERS_KEY);
+    }
+    lua_pop(L, 1);
+}
+
 int luaopen_celers_core(lua_State *L);
 int luaopen_celers_core(lua_State *L)
 {
     register_library_end(L);
     aux_error_open(L);
+    open_counters(L);
     lua_newtable(L);
     luaL_setfuncs(L, functions, 0);
     lcodec_open(L);
     lbroker_open(L);
+    for (size_t i = 0; i < sizeof method_opens / sizeof method_opens[0]; i++)
+        method_opens[i](L);
     lua_setfield(L, -2, "broker_methods");
     lua_pushliteral(L, CELERS_VERSION);
     lua_setfield(L, -2, "version");

@@ -2,17 +2,18 @@
  * list_recurring, task_history, retry_now, connection_id. */
 #include "auxiliar.h"
 #include "dashboard.h"
-#include "ladmin.h"
 #include "lbroker.h"
+#include "lmethods.h"
 #include "lrows.h"
 
 /* list_queues() -> list of {queue=, paused=} over the whole database, by name. */
 static int list_queues(lua_State *L)
 {
-    lbroker *b = lbroker_check(L, "list_queues");
+    const char *fn = "list_queues";
+    lbroker *b = lbroker_check(L, fn);
     ce_rows rows = {0};
     ce_error err;
-    if (ce_dash_queues(b->shared->conn, &rows, &err) < 0) return aux_push_error(L, &err);
+    if (ce_dash_queues(lbroker_conn(L, b, fn), &rows, &err) < 0) return aux_push_error(L, &err);
     lua_createtable(L, (int)rows.nrows, 0);
     for (unsigned int i = 0; i < rows.nrows; i++) {
         lua_createtable(L, 0, 2);
@@ -30,13 +31,13 @@ static int list_queues(lua_State *L)
  * minute may appear twice (live and archived rows), callers add them up. */
 static int throughput(lua_State *L)
 {
-    lbroker *b = lbroker_check(L, "throughput");
-    long long minutes = lua_isnoneornil(L, 2) ? 60 : aux_check_count(L, 2, "throughput", "minutes");
+    const char *fn = "throughput";
+    lbroker *b = lbroker_check(L, fn);
+    long long minutes =
+        lua_isnoneornil(L, 2) ? 60 : aux_check_integer(L, 2, fn, "minutes", 1, 1440);
     ce_rows rows = {0};
     ce_error err;
-    if (minutes < 1 || minutes > 1440)
-        return luaL_error(L, "celers: throughput: 'minutes' must be 1..1440");
-    if (ce_dash_throughput(b->shared->conn, b->queue, minutes, &rows, &err) < 0)
+    if (ce_dash_throughput(lbroker_conn(L, b, fn), b->queue, minutes, &rows, &err) < 0)
         return aux_push_error(L, &err);
     lua_createtable(L, (int)rows.nrows, 0);
     for (unsigned int i = 0; i < rows.nrows; i++) {
@@ -54,10 +55,11 @@ static int throughput(lua_State *L)
  * queue (previous_run absent after a single run). */
 static int list_recurring(lua_State *L)
 {
-    lbroker *b = lbroker_check(L, "list_recurring");
+    const char *fn = "list_recurring";
+    lbroker *b = lbroker_check(L, fn);
     ce_rows rows = {0};
     ce_error err;
-    if (ce_dash_recurring(b->shared->conn, b->queue, &rows, &err) < 0)
+    if (ce_dash_recurring(lbroker_conn(L, b, fn), b->queue, &rows, &err) < 0)
         return aux_push_error(L, &err);
     lua_createtable(L, (int)rows.nrows, 0);
     for (unsigned int i = 0; i < rows.nrows; i++) {
@@ -77,11 +79,12 @@ static int list_recurring(lua_State *L)
  * started_at=, completed_at=, archived_at=}: the task's archived copies, oldest first. */
 static int task_history(lua_State *L)
 {
-    lbroker *b = lbroker_check(L, "task_history");
-    const char *id = ladmin_check_name(L, 2, "task_history", "id");
+    const char *fn = "task_history";
+    lbroker *b = lbroker_check(L, fn);
+    const char *id = aux_check_name(L, 2, "task_history", "id");
     ce_rows rows = {0};
     ce_error err;
-    if (ce_dash_history(b->shared->conn, b->queue, id, &rows, &err) < 0)
+    if (ce_dash_history(lbroker_conn(L, b, fn), b->queue, id, &rows, &err) < 0)
         return aux_push_error(L, &err);
     lua_createtable(L, (int)rows.nrows, 0);
     for (unsigned int i = 0; i < rows.nrows; i++) {
@@ -104,11 +107,12 @@ static int task_history(lua_State *L)
  * cancelled) has that id in this queue. */
 static int retry_now(lua_State *L)
 {
-    lbroker *b = lbroker_check(L, "retry_now");
-    const char *id = ladmin_check_name(L, 2, "retry_now", "id");
+    const char *fn = "retry_now";
+    lbroker *b = lbroker_check(L, fn);
+    const char *id = aux_check_name(L, 2, "retry_now", "id");
     int found = 0;
     ce_error err;
-    if (ce_retry_now(b->shared->conn, b->queue, id, &found, &err) < 0)
+    if (ce_retry_now(lbroker_conn(L, b, fn), b->queue, id, &found, &err) < 0)
         return aux_push_error(L, &err);
     lua_pushboolean(L, found);
     return 1;
@@ -135,7 +139,7 @@ static const luaL_Reg methods[] = {
     {NULL, NULL},
 };
 
-void ldashboard_register(lua_State *L)
+void ldashboard_open(lua_State *L)
 {
     luaL_setfuncs(L, methods, 0);
 }

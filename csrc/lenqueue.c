@@ -5,6 +5,7 @@
 #include "auxiliar.h"
 #include "enqueue.h"
 #include "lbroker.h"
+#include "lmethods.h"
 #include "lrows.h"
 
 static void count_by_type(lua_State *L, const char *name, lua_Number n)
@@ -17,15 +18,6 @@ static void count_by_type(lua_State *L, const char *name, lua_Number n)
     lua_pop(L, 3);
 }
 
-/* How many tasks from i on share task i's name (batches are usually one kind). */
-static lua_Number count_run(const ce_task_spec *specs, size_t n, size_t i)
-{
-    size_t j = i + 1;
-    while (j < n && specs[j].name && specs[i].name && strcmp(specs[j].name, specs[i].name) == 0)
-        j++;
-    return (lua_Number)(j - i);
-}
-
 /* ---- reading tasks to enqueue -------------------------------------------------------- */
 
 /* Payload at idx: a string as is, a table as JSON (string pushed onto the stack). */
@@ -33,7 +25,7 @@ static void read_payload(lua_State *L, int idx, const char *fn, ce_task_spec *t)
 {
     size_t len = 0;
     if (lua_type(L, idx) == LUA_TSTRING) {
-        t->payload = lua_tolstring(L, idx, &len);
+        t->payload = aux_check_bytes(L, idx, fn, "payload", &len);
         t->payload_type = "raw";
     } else if (lua_type(L, idx) == LUA_TTABLE) {
         t->payload = lrows_encode_json(L, idx, fn, "payload", &len);
@@ -44,19 +36,6 @@ static void read_payload(lua_State *L, int idx, const char *fn, ce_task_spec *t)
     t->payload_len = (unsigned long)len;
 }
 
-static lua_Number number_value(lua_State *L, const char *fn, const char *key, int integer)
-{
-    if (lua_type(L, -1) != LUA_TNUMBER || (integer && !lua_isinteger(L, -1)))
-        aux_arg_error(L, fn, key, integer ? "an integer" : "a number", -1);
-    return lua_tonumber(L, -1);
-}
-
-static const char *string_value(lua_State *L, const char *fn, const char *key)
-{
-    if (lua_type(L, -1) != LUA_TSTRING) aux_arg_error(L, fn, key, "a string", -1);
-    return lua_tostring(L, -1); /* the table keeps it alive */
-}
-
 /* One pass (lua_next) over an options table, or with `item` a batch entry that also holds
  * name and payload: each known key sets its field, any other key raises. Table payloads and
  * metadata are encoded afterwards; their JSON strings are left on the stack for the caller
@@ -64,7 +43,7 @@ static const char *string_value(lua_State *L, const char *fn, const char *key)
 static void read_task_table(lua_State *L, int idx, const char *fn, ce_task_spec *t, int item)
 {
     const char *ptype = NULL;
-    int payload_seen = 0, meta_table = 0, has_timeout = 0;
+    int payload_seen = 0, meta_table = 0;
     idx = lua_absindex(L, idx);
     lua_pushnil(L);
     while (lua_next(L, idx)) {
@@ -72,42 +51,42 @@ static void read_task_table(lua_State *L, int idx, const char *fn, ce_task_spec 
         if (lua_type(L, -2) != LUA_TSTRING)
             luaL_error(L, "celers: %s: option names must be strings", fn);
         k = lua_tostring(L, -2);
+        /* Strings read here are held by the table until the call is done. */
         if (item && strcmp(k, "name") == 0)
-            t->name = string_value(L, fn, k);
+            t->name = aux_check_name(L, -1, fn, k);
         else if (item && strcmp(k, "payload") == 0) {
             payload_seen = 1;
             if (lua_type(L, -1) == LUA_TSTRING) {
                 size_t len;
-                t->payload = lua_tolstring(L, -1, &len);
+                t->payload = aux_check_bytes(L, -1, fn, k, &len);
                 t->payload_len = (unsigned long)len;
                 t->payload_type = "raw";
             } else if (lua_type(L, -1) != LUA_TTABLE) {
                 aux_arg_error(L, fn, "payload", "a string or a table", -1);
             }
         } else if (strcmp(k, "id") == 0)
-            t->id = string_value(L, fn, k);
+            t->id = aux_check_string(L, -1, fn, k, NULL);
         else if (strcmp(k, "queue") == 0)
-            t->queue = string_value(L, fn, k);
+            t->queue = aux_check_name(L, -1, fn, k);
         else if (strcmp(k, "idempotency_key") == 0)
-            t->idempotency_key = string_value(L, fn, k);
+            t->idempotency_key = aux_check_string(L, -1, fn, k, NULL);
         else if (strcmp(k, "priority") == 0)
-            t->priority = (long long)number_value(L, fn, k, 1);
+            t->priority = aux_check_integer(L, -1, fn, k, AUX_INT_MIN, AUX_INT_MAX);
         else if (strcmp(k, "max_retries") == 0)
-            t->max_retries = (long long)number_value(L, fn, k, 1);
+            t->max_retries = aux_check_integer(L, -1, fn, k, 0, AUX_INT_MAX);
         else if (strcmp(k, "timeout") == 0) {
-            t->timeout = number_value(L, fn, k, 0);
-            has_timeout = 1;
+            t->timeout = aux_check_positive(L, -1, fn, k, AUX_MAX_SECONDS);
         } else if (strcmp(k, "delay") == 0) {
-            t->delay = number_value(L, fn, k, 0);
+            t->delay = aux_check_seconds(L, -1, fn, k);
             t->has_delay = 1;
         } else if (strcmp(k, "eta") == 0) {
-            t->eta = number_value(L, fn, k, 0);
+            t->eta = aux_check_within(L, -1, fn, k, AUX_MAX_UNIX_TIME);
             t->has_eta = 1;
         } else if (strcmp(k, "payload_type") == 0)
-            ptype = string_value(L, fn, k);
+            ptype = aux_check_string(L, -1, fn, k, NULL);
         else if (strcmp(k, "metadata") == 0) {
             if (lua_type(L, -1) == LUA_TSTRING)
-                t->metadata = lua_tostring(L, -1);
+                t->metadata = aux_check_string(L, -1, fn, k, NULL);
             else if (lua_type(L, -1) == LUA_TTABLE)
                 meta_table = 1;
             else
@@ -116,16 +95,6 @@ static void read_task_table(lua_State *L, int idx, const char *fn, ce_task_spec 
             luaL_error(L, "celers: %s: unknown option '%s'", fn, k);
         lua_pop(L, 1);
     }
-    if (t->max_retries < 0) luaL_error(L, "celers: %s: 'max_retries' must not be negative", fn);
-    /* Fix (spec/errors_spec.lua): timeout = 0 was taken silently as "no timeout"; a given
-     * timeout must be positive, as before the one-pass option reader. */
-    if (has_timeout && !(t->timeout > 0))
-        luaL_error(L, "celers: %s: 'timeout' must be positive", fn);
-    if (t->has_delay && !(t->delay >= 0))
-        luaL_error(L, "celers: %s: 'delay' must not be negative", fn);
-    if (t->timeout != 0) aux_check_range(L, t->timeout, AUX_MAX_SECONDS, fn, "timeout");
-    if (t->has_delay) aux_check_range(L, t->delay, AUX_MAX_SECONDS, fn, "delay");
-    if (t->has_eta) aux_check_range(L, t->eta, AUX_MAX_UNIX_TIME, fn, "eta");
     if (t->id && strlen(t->id) != CE_UUID_LEN)
         luaL_error(L, "celers: %s: 'id' must be a 36-character UUID string", fn);
     if (item && payload_seen && !t->payload) {
@@ -153,12 +122,12 @@ static void read_task_table(lua_State *L, int idx, const char *fn, ce_task_spec 
 /* ---- enqueue ------------------------------------------------------------------------- */
 
 /* Common tail of the enqueue family: spec in t, options table at optidx (or 0). */
-static int do_enqueue(lua_State *L, lbroker *b, ce_task_spec *t)
+static int do_enqueue(lua_State *L, lbroker *b, const char *fn, ce_task_spec *t)
 {
     char id[CE_UUID_LEN + 1];
     int created = 0;
     ce_error err;
-    if (ce_enqueue(b->shared->conn, b->queue, t, id, &created, &err) < 0)
+    if (ce_enqueue(lbroker_conn(L, b, fn), b->queue, t, id, &created, &err) < 0)
         return aux_push_error(L, &err);
     if (created) {
         lbroker_count(L, "enqueued", 1);
@@ -173,8 +142,7 @@ static int do_enqueue(lua_State *L, lbroker *b, ce_task_spec *t)
 static void read_enqueue_args(lua_State *L, const char *fn, int base, int optidx, ce_task_spec *t)
 {
     ce_task_spec_init(t);
-    t->name = aux_check_string(L, base, fn, "name", NULL);
-    if (!*t->name) luaL_error(L, "celers: %s: 'name' must not be empty", fn);
+    t->name = aux_check_name(L, base, fn, "name");
     read_payload(L, base + 1, fn, t);
     if (aux_opt_table(L, optidx, fn, "opts")) {
         read_task_table(L, optidx, fn, t, 0);
@@ -187,7 +155,7 @@ static int broker_enqueue(lua_State *L)
     ce_task_spec t;
     lua_settop(L, 4);
     read_enqueue_args(L, "enqueue", 2, 4, &t);
-    return do_enqueue(L, b, &t);
+    return do_enqueue(L, b, "enqueue", &t);
 }
 
 /* enqueue_at(name, payload, unix_time, opts) and enqueue_after(name, payload, seconds, opts):
@@ -198,14 +166,13 @@ static int enqueue_timed(lua_State *L, const char *fn, const char *arg, int is_e
     ce_task_spec t;
     lua_Number v;
     lua_settop(L, 5);
-    v = is_eta ? aux_check_number(L, 4, fn, arg) : aux_check_nonneg(L, 4, fn, arg);
-    aux_check_range(L, v, is_eta ? AUX_MAX_UNIX_TIME : AUX_MAX_SECONDS, fn, arg);
+    v = aux_check_within(L, 4, fn, arg, is_eta ? AUX_MAX_UNIX_TIME : AUX_MAX_SECONDS);
     read_enqueue_args(L, fn, 2, 5, &t);
     t.has_eta = is_eta;
     t.eta = is_eta ? v : 0;
     t.has_delay = !is_eta;
     t.delay = is_eta ? 0 : v;
-    return do_enqueue(L, b, &t);
+    return do_enqueue(L, b, fn, &t);
 }
 
 static int broker_enqueue_at(lua_State *L)
@@ -226,6 +193,7 @@ static int broker_enqueue_batch(lua_State *L)
     size_t n;
     ce_task_spec *specs;
     char(*ids)[CE_UUID_LEN + 1];
+    unsigned char *created;
     unsigned long long inserted = 0;
     int skip = 0, anchor;
     ce_error err;
@@ -240,6 +208,7 @@ static int broker_enqueue_batch(lua_State *L)
     /* Userdata, not malloc: a Lua error while reading items must not leak them. */
     specs = lua_newuserdata(L, sizeof *specs * (n ? n : 1));
     ids = lua_newuserdata(L, sizeof *ids * (n ? n : 1));
+    created = lua_newuserdata(L, n ? n : 1);
     lua_newtable(L); /* anchors encoded payloads and metadata */
     anchor = lua_gettop(L);
     for (size_t i = 0; i < n; i++) {
@@ -252,7 +221,7 @@ static int broker_enqueue_batch(lua_State *L)
         ce_task_spec_init(&specs[i]);
         top = lua_gettop(L);
         read_task_table(L, item, fn, &specs[i], 1);
-        if (!specs[i].name || !*specs[i].name)
+        if (!specs[i].name)
             luaL_error(L, "celers: %s: 'tasks[%d].name' must be a non-empty string", fn,
                        (int)i + 1);
         /* move everything pushed for this item into the anchor table */
@@ -261,7 +230,8 @@ static int broker_enqueue_batch(lua_State *L)
         }
         lua_pop(L, 1); /* item */
     }
-    if (ce_enqueue_batch(b->shared->conn, b->queue, specs, n, skip, ids, &inserted, &err) < 0)
+    if (ce_enqueue_batch(lbroker_conn(L, b, fn), b->queue, specs, n, skip, ids, &inserted, created,
+                         &err) < 0)
         return aux_push_error(L, &err);
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
@@ -269,14 +239,14 @@ static int broker_enqueue_batch(lua_State *L)
         lua_rawseti(L, -2, (int)i + 1);
     }
     lbroker_count(L, "enqueued", (lua_Number)inserted);
-    if (inserted == n) {
-        const char *prev = NULL;
-        for (size_t i = 0; i < n; i++) {
-            const char *name = specs[i].name;
-            if (name && (!prev || strcmp(name, prev) != 0))
-                count_by_type(L, name, count_run(specs, n, i));
-            prev = name;
-        }
+    /* by name, in runs of one name (batches are usually one kind): one update per run */
+    for (size_t i = 0, j; i < n; i = j) {
+        size_t run = 0;
+        const char *name = specs[i].name ? specs[i].name : "";
+        for (j = i; j < n && specs[j].name && strcmp(specs[j].name, name) == 0; j++)
+            run += created[j];
+        if (j == i) j++; /* no name: cannot happen, the reader raised */
+        if (run) count_by_type(L, name, (lua_Number)run);
     }
     lua_pushinteger(L, (lua_Integer)inserted);
     return 2;
@@ -293,12 +263,12 @@ static int broker_enqueue_recurring(lua_State *L)
     ce_task_spec t;
     ce_error err;
     lua_settop(L, 6);
-    schedule = aux_check_string(L, 2, fn, "schedule", NULL);
+    schedule = aux_check_name(L, 2, fn, "schedule");
     run_at = aux_check_count(L, 3, fn, "run_at");
     /* The arguments stay on the stack, so the schedule name lives as long as the call. */
     read_enqueue_args(L, fn, 4, 6, &t);
-    if (ce_enqueue_recurring(b->shared->conn, b->queue, schedule, run_at, &t, id, &created, &err) <
-        0)
+    if (ce_enqueue_recurring(lbroker_conn(L, b, fn), b->queue, schedule, run_at, &t, id, &created,
+                             &err) < 0)
         return aux_push_error(L, &err);
     if (created) {
         lbroker_count(L, "enqueued", 1);
@@ -318,7 +288,7 @@ static const luaL_Reg methods[] = {
     {NULL, NULL},
 };
 
-void lenqueue_register(lua_State *L)
+void lenqueue_open(lua_State *L)
 {
     luaL_setfuncs(L, methods, 0);
 }

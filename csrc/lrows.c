@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auxiliar.h"
 #include "task.h"
 
 void lrows_set_string(lua_State *L, const ce_value *v, const char *key)
@@ -43,7 +44,11 @@ const char *lrows_encode_json(lua_State *L, int idx, const char *fn, const char 
     if (lua_pcall(L, 1, 1, 0) != 0)
         luaL_error(L, "celers: %s: '%s' cannot be encoded as JSON: %s", fn, arg,
                    lua_tostring(L, -1));
-    return lua_tolstring(L, -1, len);
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "celers: %s: '%s': the JSON encoder returned a %s", fn, arg,
+                   luaL_typename(L, -1));
+    /* Without len the caller keeps it as C text, which a raw NUL byte would cut. */
+    return len ? lua_tolstring(L, -1, len) : aux_check_string(L, -1, fn, arg, NULL);
 }
 
 void lrows_push_decoded(lua_State *L, const char *s, size_t len)

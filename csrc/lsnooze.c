@@ -2,6 +2,7 @@
  * is gone), or nil, err. */
 #include "auxiliar.h"
 #include "lbroker.h"
+#include "lmethods.h"
 #include "snooze.h"
 
 static int broker_snooze(lua_State *L)
@@ -21,9 +22,9 @@ static int broker_snooze(lua_State *L)
     } else {
         aux_arg_error(L, fn, "task", "a task table or an id string", 2);
     }
-    seconds =
-        aux_check_range(L, aux_check_nonneg(L, 3, fn, "seconds"), AUX_MAX_SECONDS, fn, "seconds");
-    if (ce_snooze(b->shared->conn, ref, seconds, &ok, &err) < 0) return aux_push_error(L, &err);
+    seconds = aux_check_seconds(L, 3, fn, "seconds");
+    if (ce_snooze(lbroker_conn(L, b, fn), ref, seconds, &ok, &err) < 0)
+        return aux_push_error(L, &err);
     lua_pushboolean(L, ok);
     return 1;
 }
@@ -33,7 +34,7 @@ static const luaL_Reg methods[] = {
     {NULL, NULL},
 };
 
-void lsnooze_register(lua_State *L)
+void lsnooze_open(lua_State *L)
 {
     luaL_setfuncs(L, methods, 0);
 }

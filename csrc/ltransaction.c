@@ -9,6 +9,7 @@
 
 #include "auxiliar.h"
 #include "lbroker.h"
+#include "lmethods.h"
 #include "transaction.h"
 
 static lbroker *check_handle(lua_State *L, const char *fn)
@@ -120,7 +121,7 @@ static int tx_execute(lua_State *L)
     ce_error err;
     for (int k = 1; k <= n; k++)
         read_param(L, 2 + k, k, &p[k - 1]);
-    if (ce_tx_execute(h->shared->conn, sql, p, (unsigned int)n, &res, &err) < 0) {
+    if (ce_tx_execute(lbroker_conn(L, h, "execute"), sql, p, (unsigned int)n, &res, &err) < 0) {
         if (err.code == CE_EINVALID) luaL_error(L, "celers: execute: %s", err.message);
         return aux_push_error(L, &err);
     }
@@ -152,7 +153,7 @@ static const luaL_Reg methods[] = {
     {NULL, NULL},
 };
 
-void ltransaction_register(lua_State *L)
+void ltransaction_open(lua_State *L)
 {
     luaL_setfuncs(L, methods, 0);
 }

@@ -4,8 +4,8 @@
 
 #include "admin.h"
 #include "auxiliar.h"
-#include "ladmin.h"
 #include "lbroker.h"
+#include "lmethods.h"
 #include "lrows.h"
 #include "task.h"
 
@@ -15,10 +15,11 @@ static const char *const STATES[] = {"scheduled", "pending",   "processing", "co
 /* Never raises on a failing server: healthy=false and the error instead. */
 static int check_health(lua_State *L)
 {
-    lbroker *b = lbroker_check(L, "check_health");
+    const char *fn = "check_health";
+    lbroker *b = lbroker_check(L, fn);
     ce_health h = {0};
     ce_error err;
-    int rc = ce_check_health(b->shared->conn, b->queue, &h, &err);
+    int rc = ce_check_health(lbroker_conn(L, b, fn), b->queue, &h, &err);
     lua_createtable(L, 0, 7);
     lua_pushboolean(L, rc == 0);
     lua_setfield(L, -2, "healthy");
@@ -40,10 +41,11 @@ static int check_health(lua_State *L)
 
 static int get_table_sizes(lua_State *L)
 {
-    lbroker *b = lbroker_check(L, "get_table_sizes");
+    const char *fn = "get_table_sizes";
+    lbroker *b = lbroker_check(L, fn);
     ce_rows rows = {0};
     ce_error err;
-    if (ce_table_sizes(b->shared->conn, &rows, &err) < 0) return aux_push_error(L, &err);
+    if (ce_table_sizes(lbroker_conn(L, b, fn), &rows, &err) < 0) return aux_push_error(L, &err);
     lua_createtable(L, 0, (int)rows.nrows);
     for (unsigned int i = 0; i < rows.nrows; i++) {
         lua_createtable(L, 0, 3);
@@ -64,7 +66,7 @@ static int optimize(lua_State *L, const char *fn, int analyze)
     lbroker *b = lbroker_check(L, fn);
     ce_rows rows = {0};
     ce_error err;
-    if (ce_optimize_tables(b->shared->conn, analyze, &rows, &err) < 0)
+    if (ce_optimize_tables(lbroker_conn(L, b, fn), analyze, &rows, &err) < 0)
         return aux_push_error(L, &err);
     lua_createtable(L, (int)rows.nrows, 0);
     for (unsigned int i = 0; i < rows.nrows && rows.ncols >= 4; i++) {
@@ -93,21 +95,21 @@ static int archive_completed_tasks(lua_State *L)
 {
     const char *fn = "archive_completed_tasks";
     lbroker *b = lbroker_check(L, fn);
-    double age = aux_check_nonneg(L, 2, fn, "older_than_s");
+    double age = aux_check_seconds(L, 2, fn, "older_than_s");
     unsigned long long n = 0;
     ce_error err;
-    int rc = ce_archive_completed(b->shared->conn, b->queue, age, &n, &err);
-    return ladmin_push_count(L, rc, n, &err);
+    int rc = ce_archive_completed(lbroker_conn(L, b, fn), b->queue, age, &n, &err);
+    return aux_push_count(L, rc, n, &err);
 }
 
 static int recover_stuck_tasks(lua_State *L)
 {
     const char *fn = "recover_stuck_tasks";
     lbroker *b = lbroker_check(L, fn);
-    double threshold = aux_check_nonneg(L, 2, fn, "threshold_s");
+    double threshold = aux_check_seconds(L, 2, fn, "threshold_s");
     unsigned long long requeued = 0, dead = 0;
     ce_error err;
-    if (ce_recover_expired(b->shared->conn, b->queue, threshold, &requeued, &dead, &err) < 0)
+    if (ce_recover_expired(lbroker_conn(L, b, fn), b->queue, threshold, &requeued, &dead, &err) < 0)
         return aux_push_error(L, &err);
     lbroker_count(L, "dead_lettered", (lua_Number)dead);
     lua_pushinteger(L, (lua_Integer)requeued);
@@ -117,10 +119,11 @@ static int recover_stuck_tasks(lua_State *L)
 
 static int purge_all(lua_State *L)
 {
-    lbroker *b = lbroker_check(L, "purge_all");
+    const char *fn = "purge_all";
+    lbroker *b = lbroker_check(L, fn);
     unsigned long long tasks = 0, dlq = 0, results = 0;
     ce_error err;
-    if (ce_purge_all(b->shared->conn, &tasks, &dlq, &results, &err) < 0)
+    if (ce_purge_all(lbroker_conn(L, b, fn), &tasks, &dlq, &results, &err) < 0)
         return aux_push_error(L, &err);
     lua_pushinteger(L, (lua_Integer)tasks);
     lua_pushinteger(L, (lua_Integer)dlq);
@@ -128,12 +131,12 @@ static int purge_all(lua_State *L)
     return 3;
 }
 
-static int purge_state(lua_State *L, lbroker *b, const char *state)
+static int purge_state(lua_State *L, lbroker *b, const char *fn, const char *state)
 {
     unsigned long long n = 0;
     ce_error err;
-    int rc = ce_purge_state(b->shared->conn, b->queue, state, &n, &err);
-    return ladmin_push_count(L, rc, n, &err);
+    int rc = ce_purge_state(lbroker_conn(L, b, fn), b->queue, state, &n, &err);
+    return aux_push_count(L, rc, n, &err);
 }
 
 static int purge_by_state(lua_State *L)
@@ -149,33 +152,33 @@ static int purge_by_state(lua_State *L)
                    "celers: %s: 'state' must be one of scheduled, pending, processing, "
                    "completed, failed, cancelled (got '%s')",
                    fn, state);
-    return purge_state(L, b, state);
+    return purge_state(L, b, fn, state);
 }
 
 static int purge_completed(lua_State *L)
 {
-    return purge_state(L, lbroker_check(L, "purge_completed"), "completed");
+    return purge_state(L, lbroker_check(L, "purge_completed"), "purge_completed", "completed");
 }
 
 static int purge_failed(lua_State *L)
 {
-    return purge_state(L, lbroker_check(L, "purge_failed"), "failed");
+    return purge_state(L, lbroker_check(L, "purge_failed"), "purge_failed", "failed");
 }
 
 static int purge_cancelled(lua_State *L)
 {
-    return purge_state(L, lbroker_check(L, "purge_cancelled"), "cancelled");
+    return purge_state(L, lbroker_check(L, "purge_cancelled"), "purge_cancelled", "cancelled");
 }
 
 static int purge_by_task_name(lua_State *L)
 {
     const char *fn = "purge_by_task_name";
     lbroker *b = lbroker_check(L, fn);
-    const char *name = ladmin_check_name(L, 2, fn, "task_name");
+    const char *name = aux_check_name(L, 2, fn, "task_name");
     unsigned long long n = 0;
     ce_error err;
-    int rc = ce_purge_task_name(b->shared->conn, b->queue, name, &n, &err);
-    return ladmin_push_count(L, rc, n, &err);
+    int rc = ce_purge_task_name(lbroker_conn(L, b, fn), b->queue, name, &n, &err);
+    return aux_push_count(L, rc, n, &err);
 }
 
 static const luaL_Reg methods[] = {
@@ -194,7 +197,7 @@ static const luaL_Reg methods[] = {
     {NULL, NULL},
 };
 
-void lupkeep_register(lua_State *L)
+void lupkeep_open(lua_State *L)
 {
     luaL_setfuncs(L, methods, 0);
 }

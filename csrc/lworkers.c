@@ -1,11 +1,12 @@
 /* Lua binding of the worker registry (workers.h): heartbeat_worker, list_workers,
  * remove_worker, prune_workers. */
+#include <limits.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "auxiliar.h"
-#include "ladmin.h"
 #include "lbroker.h"
+#include "lmethods.h"
 #include "lrows.h"
 #include "process.h"
 #include "workers.h"
@@ -24,26 +25,27 @@ static int heartbeat_worker(lua_State *L)
     memset(&w, 0, sizeof w);
     lua_settop(L, 2);
     if (ce_hostname(host, sizeof host) < 0) strcpy(host, "localhost");
-    w.worker_id = b->worker_id;
     w.queue = b->queue;
     w.hostname = host;
     w.pid = (long long)getpid();
     if (aux_opt_table(L, 2, fn, "opts")) {
         aux_check_options(L, 2, fn, opts);
-        w.worker_id = aux_field_string(L, 2, "worker_id", fn, w.worker_id);
+        w.worker_id = aux_field_string(L, 2, "worker_id", fn, NULL);
         w.hostname = aux_field_string(L, 2, "hostname", fn, w.hostname);
-        w.pid = aux_field_integer(L, 2, "pid", fn, w.pid);
-        w.processed = aux_field_integer(L, 2, "processed", fn, 0);
-        w.failed = aux_field_integer(L, 2, "failed", fn, 0);
+        w.pid = aux_field_integer(L, 2, "pid", fn, w.pid, 0, AUX_INT_MAX);
+        w.processed = aux_field_integer(L, 2, "processed", fn, 0, 0, LLONG_MAX);
+        w.failed = aux_field_integer(L, 2, "failed", fn, 0, 0, LLONG_MAX);
         lua_getfield(L, 2, "info");
         if (lua_istable(L, -1))
             w.info = lrows_encode_json(L, -1, fn, "info", NULL);
         else if (lua_type(L, -1) == LUA_TSTRING)
-            w.info = lua_tostring(L, -1);
+            w.info = aux_check_string(L, -1, fn, "info", NULL);
         else if (!lua_isnil(L, -1))
             aux_arg_error(L, fn, "info", "a table or JSON text", -1);
     }
-    if (ce_worker_heartbeat(b->shared->conn, &w, &err) < 0) return aux_push_error(L, &err);
+    /* The broker's worker id only now: Lua code run above may have replaced (freed) it. */
+    if (!w.worker_id) w.worker_id = b->worker_id;
+    if (ce_worker_heartbeat(lbroker_conn(L, b, fn), &w, &err) < 0) return aux_push_error(L, &err);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -59,13 +61,10 @@ static int list_workers(lua_State *L)
     ce_rows rows = {0};
     ce_error err;
     if (aux_opt_table(L, 2, fn, "opts")) {
-        int has;
         aux_check_options(L, 2, fn, opts);
-        stale_after = aux_field_number(L, 2, "stale_after", fn, -1, &has);
-        if (has && !(stale_after >= 0))
-            luaL_error(L, "celers: %s: 'stale_after' must not be negative", fn);
+        stale_after = aux_field_within(L, 2, "stale_after", fn, -1, AUX_MAX_SECONDS, 0, NULL);
     }
-    if (ce_list_workers(b->shared->conn, b->queue, stale_after, &rows, &err) < 0)
+    if (ce_list_workers(lbroker_conn(L, b, fn), b->queue, stale_after, &rows, &err) < 0)
         return aux_push_error(L, &err);
     lua_createtable(L, (int)rows.nrows, 0);
     for (unsigned int i = 0; i < rows.nrows; i++) {
@@ -88,24 +87,25 @@ static int list_workers(lua_State *L)
 
 static int remove_worker(lua_State *L)
 {
-    lbroker *b = lbroker_check(L, "remove_worker");
-    const char *id = lua_isnoneornil(L, 2)
-                         ? b->worker_id
-                         : aux_check_string(L, 2, "remove_worker", "worker_id", NULL);
+    const char *fn = "remove_worker";
+    lbroker *b = lbroker_check(L, fn);
+    const char *id =
+        lua_isnoneornil(L, 2) ? b->worker_id : aux_check_string(L, 2, fn, "worker_id", NULL);
     int ok = 0;
     ce_error err;
-    if (ce_remove_worker(b->shared->conn, id, &ok, &err) < 0) return aux_push_error(L, &err);
+    if (ce_remove_worker(lbroker_conn(L, b, fn), id, &ok, &err) < 0) return aux_push_error(L, &err);
     lua_pushboolean(L, ok);
     return 1;
 }
 
 static int prune_workers(lua_State *L)
 {
-    lbroker *b = lbroker_check(L, "prune_workers");
-    double older = aux_check_nonneg(L, 2, "prune_workers", "older_than_s");
+    const char *fn = "prune_workers";
+    lbroker *b = lbroker_check(L, fn);
+    double older = aux_check_seconds(L, 2, fn, "older_than_s");
     unsigned long long n = 0;
     ce_error err;
-    if (ce_prune_workers(b->shared->conn, b->queue, older, &n, &err) < 0)
+    if (ce_prune_workers(lbroker_conn(L, b, fn), b->queue, older, &n, &err) < 0)
         return aux_push_error(L, &err);
     lua_pushinteger(L, (lua_Integer)n);
     return 1;
@@ -119,7 +119,7 @@ static const luaL_Reg methods[] = {
     {NULL, NULL},
 };
 
-void lworkers_register(lua_State *L)
+void lworkers_open(lua_State *L)
 {
     luaL_setfuncs(L, methods, 0);
 }

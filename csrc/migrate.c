@@ -17,8 +17,16 @@ static const char SQL_CREATE_TABLE[] =
 static const char SQL_LOCK[] = "SELECT GET_LOCK(CONCAT('celers_migrate:', MD5(DATABASE())), ?)";
 static const char SQL_UNLOCK[] = "SELECT RELEASE_LOCK(CONCAT('celers_migrate:', MD5(DATABASE())))";
 static const char SQL_APPLIED[] = "SELECT version FROM celers_migrations";
-static const char SQL_RECORD[] = "INSERT INTO celers_migrations (version, name) VALUES (?, ?)";
+/* A migration may record itself in the transaction that does its work (022 does). */
+static const char SQL_RECORD[] = "INSERT INTO celers_migrations (version, name) VALUES (?, ?) "
+                                 "ON DUPLICATE KEY UPDATE version = version";
+/* Before lua-NNN, ours were recorded as bare NNN like the Rust broker's own (which share 006-008
+ * and 010 with other names): rename those records, told apart by name. */
 // clang-format off
+static const char SQL_RENAME_OURS[] =
+    "UPDATE celers_migrations SET version = CONCAT('lua-', version) WHERE (version, name) IN "
+    "(('004', 'queues_and_leases'), ('005', 'queue_pauses'), ('006', 'recurring_runs'), "
+    "('007', 'worker_heartbeats'), ('008', 'admin'), ('010', 'ack_and_claim'))";
 static const char SQL_LIST[] =
     "SELECT version, name, " CE_EPOCH("applied_at") " FROM celers_migrations ORDER BY version";
 // clang-format on
@@ -76,6 +84,7 @@ static int migrate_locked(ce_conn *c, int *applied, ce_error *err)
 {
     ce_rows done = {0};
     if (ce_conn_query(c, SQL_CREATE_TABLE, err) < 0) return -1;
+    if (ce_conn_query(c, SQL_RENAME_OURS, err) < 0) return -1;
     if (ce_exec(c, SQL_APPLIED, NULL, 0, &done, NULL, err) < 0) return -1;
     for (unsigned int i = 0; i < ce_migrations_count; i++) {
         const ce_migration *m = &ce_migrations[i];

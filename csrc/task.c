@@ -42,9 +42,11 @@ static const char SQL_ACK[] =
     "UPDATE celers_tasks SET state = 'completed', completed_at = NOW(6), lease_expires_at = NULL "
     "WHERE " FENCE;
 
-/* The retry delay in microseconds: the caller's, else the backoff for this attempt. */
+/* The retry delay in microseconds: the caller's, else the backoff for this attempt, bounded
+ * in C (see bounded_backoff): parameters delay, cap, max, base, factor. */
 #define RETRY_DELAY_US \
-    "ROUND(1000000 * COALESCE(?, LEAST(?, ? * POW(?, LEAST(GREATEST(retry_count - 1, 0), 64)))))"
+    "ROUND(1000000 * COALESCE(?, IF(GREATEST(retry_count - 1, 0) >= ?, ?, " \
+    "? * POW(?, GREATEST(retry_count - 1, 0)))))"
 
 /* A positive delay parks the task in 'scheduled' (staging.c promotes it when due). */
 static const char SQL_RETRY[] =
@@ -52,15 +54,20 @@ static const char SQL_RETRY[] =
     "scheduled_at = DATE_ADD(NOW(6), INTERVAL " RETRY_DELAY_US " MICROSECOND), "
     "error_message = COALESCE(?, error_message), worker_id = NULL, claim_id = NULL, "
     "lease_expires_at = NULL "
-    "WHERE " FENCE " AND retry_count <= max_retries";
+    "WHERE " FENCE " AND retry_count < max_retries";
 
 static const char SQL_LOCK_HELD[] = "SELECT id FROM celers_tasks WHERE " FENCE " FOR UPDATE";
 
+/* Every column of the task goes with it (sql/011), so requeue_from_dlq can restore it. */
 static const char SQL_COPY_TO_DLQ[] =
     "INSERT INTO celers_dead_letter_queue (id, task_id, task_name, payload, retry_count, "
-    "error_message, failed_at, metadata, queue, priority, max_retries, payload_type, created_at) "
+    "error_message, failed_at, metadata, queue, priority, max_retries, payload_type, created_at, "
+    "timeout_seconds, idempotency_key, state, scheduled_at, started_at, completed_at, worker_id, "
+    "claim_id, lease_expires_at) "
     "SELECT ?, id, task_name, payload, retry_count, COALESCE(?, error_message), NOW(6), metadata, "
-    "queue, priority, max_retries, payload_type, created_at FROM celers_tasks WHERE id = ?";
+    "queue, priority, max_retries, payload_type, created_at, timeout_seconds, idempotency_key, "
+    "state, scheduled_at, started_at, completed_at, worker_id, claim_id, lease_expires_at "
+    "FROM celers_tasks WHERE id = ?";
 
 static const char SQL_DELETE_TASK[] = "DELETE FROM celers_tasks WHERE id = ?";
 
@@ -80,10 +87,10 @@ static const char SQL_CANCEL[] =
 static const char SQL_RECOVER[] =
     "UPDATE celers_tasks SET state = 'pending', worker_id = NULL, claim_id = NULL, "
     "lease_expires_at = NULL, error_message = 'lease expired' "
-    "WHERE " OVERDUE " AND retry_count <= max_retries";
+    "WHERE " OVERDUE " AND retry_count < max_retries";
 
 static const char SQL_OVERDUE_SPENT[] =
-    "SELECT id FROM celers_tasks WHERE " OVERDUE " AND retry_count > max_retries "
+    "SELECT id FROM celers_tasks WHERE " OVERDUE " AND retry_count >= max_retries "
     "LIMIT 100 FOR UPDATE SKIP LOCKED";
 
 static const char SQL_PAUSE[] =
@@ -286,7 +293,10 @@ void ce_recover_if_due(ce_conn *c, const char *queue)
         ce_monotonic() - c->sweeps[i].at < c->cfg.recover_interval)
         return;
     /* Best effort: a failed sweep must not fail the claim; the next one tries again later. */
-    if (ce_recover_expired(c, queue, -1, &requeued, &dead, &ignored) < 0) note_sweep(c, queue);
+    if (ce_recover_expired(c, queue, -1, &requeued, &dead, &ignored) < 0)
+        note_sweep(c, queue);
+    else
+        c->swept_dead += dead; /* the binding adds it to the dead-lettered counter */
 }
 
 /* ---- settle ------------------------------------------------------------------------- */
@@ -399,6 +409,34 @@ typedef struct {
     int moved;
 } dlq_ctx;
 
+/* The longest retry delay, whatever the settings: ten years, as every other delay. */
+#define RETRY_DELAY_LIMIT 315360000.0
+#define RETRY_CAP_STEPS 100000
+
+/* The retry backoff base * factor^(attempt - 1), capped at max, with every term bounded in C:
+ * from attempt exponent `cap` on the delay is max, and below it base * factor^n < max, so the
+ * server never computes a power that overflows a DOUBLE or a date (factor = 1e6, max = 1e12). */
+typedef struct {
+    double base, factor, max;
+    long long cap;
+} backoff;
+
+static backoff bounded_backoff(const ce_config *cfg)
+{
+    backoff b = {cfg->retry_base, cfg->retry_factor, cfg->retry_max, 0};
+    double d;
+    if (!(b.max >= 0) || b.max > RETRY_DELAY_LIMIT) b.max = RETRY_DELAY_LIMIT; /* NaN too */
+    if (!(b.base >= 0) || b.base > b.max) b.base = b.max;
+    if (!(b.factor >= 0)) b.factor = 1;
+    if (b.base == 0) b.max = 0; /* 0 * factor^n is 0 */
+    /* A factor at or below 1 never grows past base; a factor barely above 1 reaches max so
+     * late that stopping the count at RETRY_CAP_STEPS attempts changes nothing in practice. */
+    for (d = b.base; d < b.max && b.factor > 1 && b.cap < RETRY_CAP_STEPS; d *= b.factor)
+        b.cap++;
+    if (b.factor <= 1 && b.base < b.max) b.cap = RETRY_CAP_STEPS;
+    return b;
+}
+
 static int dead_letter_op(ce_conn *c, void *vctx, ce_error *err)
 {
     dlq_ctx *x = vctx;
@@ -419,20 +457,23 @@ int ce_reject(ce_conn *c, ce_task_ref ref, int requeue, double delay, const char
     dlq_ctx d = {ref, error, 0};
     *outcome = 0;
     if (requeue) {
+        backoff b = bounded_backoff(&c->cfg);
         ce_param d = delay >= 0 ? ce_pdouble(delay) : ce_pnull();
-        ce_param p[11] = {d,
-                          ce_pdouble(c->cfg.retry_max),
-                          ce_pdouble(c->cfg.retry_base),
-                          ce_pdouble(c->cfg.retry_factor),
+        ce_param p[13] = {d,
+                          ce_pint(b.cap),
+                          ce_pdouble(b.max),
+                          ce_pdouble(b.base),
+                          ce_pdouble(b.factor),
                           d,
-                          ce_pdouble(c->cfg.retry_max),
-                          ce_pdouble(c->cfg.retry_base),
-                          ce_pdouble(c->cfg.retry_factor),
+                          ce_pint(b.cap),
+                          ce_pdouble(b.max),
+                          ce_pdouble(b.base),
+                          ce_pdouble(b.factor),
                           ce_pstr(error),
                           ce_pstr(ref.id),
                           ce_pstr(ref.claim_id)};
         int ok = 0;
-        if (settle_once(c, SQL_RETRY, p, 11, &ok, err) < 0) return -1;
+        if (settle_once(c, SQL_RETRY, p, 13, &ok, err) < 0) return -1;
         if (ok) {
             *outcome = 1;
             return 0;
@@ -551,9 +592,12 @@ static int recover_op(ce_conn *c, void *vctx, ce_error *err)
 {
     recover_ctx *x = vctx;
     ce_param p[3];
+    unsigned long long requeued = 0;
     overdue_params(p, x);
-    x->requeued = x->dead = 0;
-    if (ce_exec(c, SQL_RECOVER, p, 3, NULL, &x->requeued, err) < 0) return -1;
+    /* Counts add up across repeats: each step commits on its own, and a repeat after a lost
+     * link finds only what the first try had not done. */
+    if (ce_exec(c, SQL_RECOVER, p, 3, NULL, &requeued, err) < 0) return -1;
+    x->requeued += requeued;
     for (;;) {
         ce_rows spent = {0};
         unsigned int n;

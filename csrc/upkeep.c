@@ -24,9 +24,10 @@ static const char SQL_OLD_COMPLETED[] =
 // clang-format on
 #define TO_HISTORY                                                                                 \
     "INSERT INTO celers_task_history (task_id, task_name, state, worker_id, error_message, "       \
-    "queue, priority, retry_count, task_created_at, started_at, completed_at, created_at) "        \
-    "SELECT id, task_name, state, worker_id, error_message, queue, priority, retry_count, "        \
-    "created_at, started_at, completed_at, NOW(6) FROM celers_tasks WHERE id IN "
+    "message, queue, priority, retry_count, task_created_at, started_at, completed_at, "           \
+    "created_at) SELECT id, task_name, state, worker_id, error_message, error_message, queue, "    \
+    "priority, retry_count, created_at, started_at, completed_at, NOW(6) FROM celers_tasks "       \
+    "WHERE id IN "
 #define DELETE_TASKS "DELETE FROM celers_tasks WHERE id IN "
 
 static const char SQL_PURGE_TASKS[] = "DELETE FROM celers_tasks LIMIT " CE_CHUNK_ROWS_SQL;

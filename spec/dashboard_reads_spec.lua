@@ -18,7 +18,7 @@ describe("dashboard reads", function()
   end)
 
   it("raises on misuse, naming the argument", function()
-    assert.has_error(function() b:throughput(0) end, "celers: throughput: 'minutes' must be 1..1440")
+    assert.has_error(function() b:throughput(0) end, "celers: throughput: 'minutes' must be within 1..1440")
     assert.has_error(function() b:throughput(1441) end)
     assert.has_error(function() b:throughput(-1) end)
     assert.has_error(function() b:throughput("x") end)
@@ -45,7 +45,7 @@ describe("dashboard reads", function()
     assert(b:with_queue("c-paused"):pause())
     -- a NUL byte is refused, never cut (the queue would otherwise become "q")
     assert.has_error(function() b:with_queue("q\0with nul") end,
-      "celers: with_queue: 'queue' must be a string without NUL bytes (got string)")
+      "celers: with_queue: 'queue' must not contain NUL bytes")
     local odd = "q with 'quotes', \\ and \u{1F600}"
     assert(b:with_queue(odd):enqueue("t", "x"))
     local got = {}

@@ -64,7 +64,7 @@ describe("dead-letter queue", function()
     assert.not_equals(old, id)
     assert.equals(0, dlq_count())
     local r = helper.query(dsn, "SELECT task_name, payload, payload_type, priority, retry_count, max_retries, "
-      .. "queue, state, metadata, scheduled_at <= NOW(6) FROM celers_tasks WHERE id = " .. q(id))[1]
+      .. "queue, state, JSON_COMPACT(metadata), scheduled_at <= NOW(6) FROM celers_tasks WHERE id = " .. q(id))[1]
     assert.same({ "again", '{"k":2}', "json", "7", "0", "0", "da", "pending", '{"m":1}', "1" }, r)
     local t = assert(a:dequeue())
     assert.equals(id, t.id)
@@ -75,8 +75,8 @@ describe("dead-letter queue", function()
     local _, d = dead(b, "theirs", "x")
     dead(a, "ours", "y")
     local id, err = a:requeue_from_dlq(d)
-    assert.is_nil(id)
-    assert.equals("not_found", err.code)
+    assert.is_false(id)
+    assert.is_nil(err)
     assert.is_false(a:purge_dlq(d))
     assert.equals(1, a:purge_all_dlq())
     assert.equals(1, dlq_count("queue='db'"))
@@ -101,8 +101,8 @@ describe("dead-letter queue", function()
     assert.error_matches(function() a:list_dlq { limit = "x" } end, "limit")
     assert.error_matches(function() a:list_dlq { queue = "x" } end, "queue")
     local id, err = a:requeue_from_dlq("nope")
-    assert.is_nil(id)
-    assert.equals("not_found", err.code)
+    assert.is_false(id)
+    assert.is_nil(err)
     local fdsn = helper.fresh_dsn("dlq_fail")
     local c = assert(celers.connect(fdsn))
     assert(c:migrate())
@@ -118,5 +118,65 @@ describe("dead-letter queue", function()
       assert.equals("sql", e.code)
     end
     c:close()
+  end)
+
+  -- The task's own columns, as the DLQ holds them.
+  local KEPT = "SELECT task_name, timeout_seconds, idempotency_key, state, worker_id, claim_id IS NOT NULL, "
+    .. "started_at IS NOT NULL, scheduled_at IS NOT NULL, lease_expires_at IS NOT NULL, created_at IS NOT NULL, "
+    .. "retry_count, max_retries, priority FROM celers_dead_letter_queue WHERE task_id = "
+
+  it("keeps every column of a task it takes by reject, and requeue brings the task back as it was", function()
+    local id = assert(a:enqueue("long", "p", { timeout = 3600, idempotency_key = "once", priority = 3,
+      max_retries = 0 }))
+    local created = helper.scalar(dsn, "SELECT created_at FROM celers_tasks WHERE id = " .. q(id))
+    local t = assert(a:dequeue { worker_id = "w-1" })
+    assert.same({ true, "dead_letter" }, { a:reject(t, { requeue = false, error = "no" }) })
+    assert.same({ "long", "3600", "once", "processing", "w-1", "1", "1", "1", "1", "1", "1", "0", "3" },
+      helper.query(dsn, KEPT .. q(id))[1])
+    local e = a:list_dlq()[1]
+    assert.same({ 3600, "once", "w-1" }, { e.timeout, e.idempotency_key, e.worker_id })
+    assert.is_number(e.started_at)
+    local nid = assert(a:requeue_from_dlq(e.id))
+    assert.same({ "3600", "once", created, "pending", "0" }, helper.query(dsn, "SELECT timeout_seconds, "
+      .. "idempotency_key, created_at, state, retry_count FROM celers_tasks WHERE id = " .. q(nid))[1])
+    -- the key is the task's again: enqueueing with it finds the requeued task
+    local again, fresh = a:enqueue("long", "p", { idempotency_key = "once" })
+    assert.same({ nid, false }, { again, fresh })
+    -- and its claim gets the task's own lease, not the broker's default
+    local t2 = assert(a:dequeue())
+    assert.equals(nid, t2.id)
+    assert.near(3600, t2.lease_expires_at - t2.started_at, 1)
+  end)
+
+  it("keeps every column of a task the lease sweeps move: on dequeue and in recover_stuck_tasks", function()
+    local c = assert(celers.connect(dsn .. "&queue=dsweep&recover_interval=0"))
+    local id1 = assert(c:enqueue("swept", "p", { timeout = 1800, idempotency_key = "k1", max_retries = 0 }))
+    local id2 = assert(c:enqueue("stuck", "p", { timeout = 7200, idempotency_key = "k2", max_retries = 0 }))
+    assert(c:dequeue { worker_id = "w-a" })
+    assert(c:dequeue { worker_id = "w-b" })
+    helper.query(dsn, "UPDATE celers_tasks SET lease_expires_at = NOW(6) - INTERVAL 1 SECOND WHERE id = " .. q(id1))
+    assert.is_nil(c:dequeue()) -- its sweep moves id1
+    assert.same({ "swept", "1800", "k1", "processing", "w-a", "1", "1", "1", "1", "1", "1", "0", "0" },
+      helper.query(dsn, KEPT .. q(id1))[1])
+    helper.query(dsn, "UPDATE celers_tasks SET started_at = NOW(6) - INTERVAL 1 HOUR WHERE id = " .. q(id2))
+    assert.same({ 0, 1 }, { c:recover_stuck_tasks(60) })
+    assert.same({ "stuck", "7200", "k2", "processing", "w-b", "1", "1", "1", "1", "1", "1", "0", "0" },
+      helper.query(dsn, KEPT .. q(id2))[1])
+    local d2 = helper.scalar(dsn, "SELECT id FROM celers_dead_letter_queue WHERE task_id = " .. q(id2))
+    local nid = assert(c:requeue_from_dlq(d2))
+    assert.equals("7200", helper.scalar(dsn, "SELECT timeout_seconds FROM celers_tasks WHERE id = " .. q(nid)))
+    c:close()
+  end)
+
+  it("requeue refuses, keeping the entry, when the task's idempotency key was taken meanwhile", function()
+    local _, d = dead(a, "keyed", "p", { idempotency_key = "dup" })
+    local other = assert(a:enqueue("keyed", "p2", { idempotency_key = "dup" }))
+    local res, err = a:requeue_from_dlq(d)
+    assert.is_nil(res)
+    assert.equals("duplicate", err.code)
+    assert.equals(1, dlq_count("id = " .. q(d)))
+    assert.equals(1, tonumber(helper.scalar(dsn, "SELECT COUNT(*) FROM celers_tasks WHERE idempotency_key = 'dup'")))
+    assert.is_true(a:purge_dlq(d))
+    assert.truthy(other)
   end)
 end)

@@ -116,10 +116,11 @@ end
 
 -- Runs `sql` with the mariadb client against the database of `dsn` (or `database` when given,
 -- false for none).  Returns stdout; raises with the client's stderr on failure.
-local function run_client(dsn, sql, database)
+local function run_client(dsn, sql, database, extra)
    local d = helper.parse_dsn(dsn)
    local args = { "mariadb", "--no-defaults", "--batch", "--raw", "--skip-column-names",
                   "--default-character-set=utf8mb4", "--connect-timeout=10" }
+   for _, a in ipairs(extra or {}) do args[#args + 1] = a end
    if d.user then args[#args + 1] = "--user=" .. d.user end
    if d.socket then
       args[#args + 1] = "--socket=" .. d.socket
@@ -168,6 +169,11 @@ function helper.query(dsn, sql)
       rows[#rows + 1] = row
    end
    return rows
+end
+
+-- the client's raw output, with extra client options (e.g. { "--table", "--column-type-info" })
+function helper.client(dsn, sql, extra)
+   return run_client(dsn, sql, nil, extra)
 end
 
 function helper.scalar(dsn, sql)

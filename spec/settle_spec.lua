@@ -182,8 +182,8 @@ describe("settling", function()
          assert.is_true(tonumber(r[3]) > 490 and tonumber(r[3]) <= 500)
       end)
 
-      it("end in the dead-letter queue after max_retries, with the error kept", function()
-         local id = assert(broker:enqueue("flaky", { n = 1 }, { max_retries = 2, priority = 4,
+      it("end in the dead-letter queue after max_retries attempts, with the error kept", function()
+         local id = assert(broker:enqueue("flaky", { n = 1 }, { max_retries = 3, priority = 4,
                                                              metadata = { m = "k" } }))
          local outcomes = {}
          for attempt = 1, 3 do
@@ -199,7 +199,7 @@ describe("settling", function()
          local d = helper.query(dsn, "SELECT task_id, task_name, retry_count, error_message, "
             .. "JSON_VALUE(payload, '$.n'), payload_type, priority, max_retries, queue, "
             .. "JSON_VALUE(metadata, '$.m'), failed_at IS NOT NULL FROM celers_dead_letter_queue")
-         assert.same({ { id, "flaky", "3", "failure 3", "1", "json", "4", "2", "default", "k", "1" } }, d)
+         assert.same({ { id, "flaky", "3", "failure 3", "1", "json", "4", "3", "default", "k", "1" } }, d)
       end)
 
       it("with requeue = false goes straight to the dead-letter queue", function()

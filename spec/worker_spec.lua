@@ -57,6 +57,19 @@ describe("celers.worker", function()
     assert.equal(0, count("state <> 'completed'"))
   end)
 
+  it("a failed ack_and_dequeue is a failed claim, not a task to run", function()
+    local w = new_worker { batch_size = 1, handlers = { t = function() return true end } }
+    broker:enqueue("t", "x")
+    helper.query(dsn, "RENAME TABLE celers_queue_pauses TO celers_queue_pauses_away")
+    local ok, got, err = pcall(w.step, w, 1)
+    helper.query(dsn, "RENAME TABLE celers_queue_pauses_away TO celers_queue_pauses")
+    assert.is_true(ok, got)
+    assert.is_nil(got)
+    assert.equal("sql", err.code)
+    assert.equal(0, w.counts.processed)
+    assert.equal(1, count("state = 'pending'"))
+  end)
+
   it("one task at a time: each claim acks the previous task in the same round trip", function()
     local w = new_worker { batch_size = 1, handlers = { one = function(p) return p end } }
     for i = 1, 5 do broker:enqueue("one", tostring(i)) end
@@ -150,7 +163,7 @@ describe("celers.worker", function()
       retry = { strategy = "fixed", base = 30, max_attempts = 10 },
       handlers = { flaky = function() calls = calls + 1; error("flaky failure " .. calls) end },
     }
-    local id = broker:enqueue("flaky", "p", { max_retries = 2 })
+    local id = broker:enqueue("flaky", "p", { max_retries = 3 })
     w:run { idle_exit = 0 }
     assert.equal(1, calls)
     -- back to scheduled, 30 s out (the policy), with the error kept
@@ -159,7 +172,7 @@ describe("celers.worker", function()
       .. "NOW(6) + INTERVAL 35 SECOND FROM celers_tasks WHERE id = " .. q(id)))
     assert.matches("flaky failure 1",
       scalar("SELECT error_message FROM celers_tasks WHERE id = " .. q(id)), 1, true)
-    -- make it due again twice: attempts 2 and 3 (max_retries = 2) then the DLQ
+    -- make it due again twice: attempts 2 and 3 (max_retries = 3 attempts) then the DLQ
     for attempt = 2, 3 do
       helper.query(dsn, "UPDATE celers_tasks SET scheduled_at = NOW(6), state = 'pending' WHERE id = " .. q(id))
       w:run { idle_exit = 0 }

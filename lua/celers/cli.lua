@@ -59,7 +59,7 @@ Options:
   --priority N           higher runs first (default 0)
   --delay SECONDS        run no earlier than SECONDS from now
   --eta UNIX_TIME        run no earlier than this time
-  --max-retries N        retries after the first attempt (default 3)
+  --max-retries N        attempts in all, the first included (default 3)
   --timeout SECONDS      lease of each attempt (per-task timeout)
   --id UUID              task id (default: a new time-ordered UUID)
   --idempotency-key KEY  at most one task per key and queue

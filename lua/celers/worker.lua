@@ -476,7 +476,7 @@ function Worker:_failed(task, handler, err)
   local policy = handler.retry or self.retry
   local attempt = task.retry_count or 1
   local f = { task = task, handler = handler, err = err, msg = error_text(err), attempt = attempt }
-  if policy:should_retry(attempt, err) and attempt <= (task.max_retries or 0) then
+  if policy:should_retry(attempt, err) and attempt < (task.max_retries or 1) then
     -- the row keeps no earlier delay: decorrelated jitter draws its chain from the attempt
     f.delay = policy:delay(attempt)
   end
