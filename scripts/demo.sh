@@ -21,5 +21,11 @@ echo
 echo "== examples/worker_pool.lua: a pool of worker processes draining a queue"
 lua5.4 examples/worker_pool.lua
 echo
-echo "The demo database is still running: export CELERS_DSN='$CELERS_DSN'"
-echo "then try: bin/celers stats, bin/celers tasks list, bin/celers dlq list. Stop it with: make db-stop"
+echo "The demo database is still running. To see what the demo did:"
+echo "  export CELERS_DSN='$CELERS_DSN'"
+echo "  bin/celers queues                                   every queue and its counts"
+echo "  bin/celers --queue demo_emails tasks list            the e-mail tasks and their states"
+echo "  bin/celers --queue demo_emails dlq list              the bounced e-mail, dead-lettered"
+echo "  bin/celers --queue demo_reports tasks list --state completed"
+echo "  bin/celers --queue pool_demo stats                   what the worker pool drained"
+echo "Stop the database with: make db-stop"

@@ -12,6 +12,10 @@ PACKAGES=(
     lua-cjson lua-busted lua-check
     libmariadb-dev libmariadb-dev-compat uuid-dev
     mariadb-server valgrind
+    # make check-rock (and spec/rock_spec.lua): install the package as users do
+    luarocks
+    # spec/docs_spec.lua builds the API reference (make docs)
+    lua-ldoc
     nginx libnginx-mod-http-lua curl chromium
     "$@"
 )

@@ -7,8 +7,8 @@
 # Environment:
 #   CELERS_TEST_DSN     server to test against; unset: the private server of scripts/db.sh is
 #                       used (started here and stopped at the end unless it was running already).
-#                       CELERS_DSN is used when CELERS_TEST_DSN is unset.
-#                       Specs drop and create databases named celers_t_* on that server.
+#                       CELERS_DSN is never used: it names the user's own server, and the specs
+#                       drop and create databases named celers_t_* on the server they test against.
 #   CELERS_TEST_LUAS    interpreters to run the specs with (default "lua5.4 luajit")
 #   SKIP_BUILD=1        do not run `make build` (use what is in build/ already)
 #   CELERS_TEST_TIMEOUT seconds one spec file may take under one interpreter (default 900)
@@ -78,7 +78,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-export CELERS_TEST_DSN=${CELERS_TEST_DSN:-${CELERS_DSN:-}}
+# Only CELERS_TEST_DSN chooses a server of the user's: a CELERS_DSN exported for the quick
+# start must not get celers_t_* databases created and dropped on it. Examples and bin/celers
+# run by the specs get the spec's database, never the user's.
+unset CELERS_DSN
+export CELERS_TEST_DSN=${CELERS_TEST_DSN:-}
 if [ -z "$CELERS_TEST_DSN" ]; then
     if ! scripts/db.sh status >/dev/null 2>&1; then
         STARTED_DB=1

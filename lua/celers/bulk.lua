@@ -1,4 +1,4 @@
--- celers.bulk: export tasks to JSON Lines and import them back.
+--- celers.bulk: export tasks to JSON Lines and import them back.
 --
 --   local bulk = require "celers.bulk"
 --   bulk.export(broker, "tasks.jsonl", { state = "pending", dlq = true, results = true })
@@ -33,10 +33,13 @@ local json = celers.json
 M.FORMAT = "celers-jsonl"
 M.VERSION = 1
 
----------------------------------------------------------------- base64, UTF-8 and copy ids
+-- -------------------------------------------------------------- base64, UTF-8 and copy ids
 
--- In C (celers.core): base64_decode returns nil and a message when the text is not base64.
+--- Encode bytes as base64 (standard alphabet, with padding); in C (celers.core).
+-- @function base64_encode
 M.base64_encode = core.base64_encode
+--- Decode base64: the bytes, or nil and a message when the text is not base64; in C.
+-- @function base64_decode
 M.base64_decode = core.base64_decode
 --- Is s valid UTF-8 (no overlongs, no surrogates, at most U+10FFFF)?
 M.valid_utf8 = core.utf8_valid

@@ -1,4 +1,4 @@
--- celers.circuit_breaker: stop calling a failing dependency for a while.
+--- celers.circuit_breaker: stop calling a failing dependency for a while.
 --
 --   closed    calls pass; failure_threshold *consecutive* failures -> open
 --   open      calls are refused with a circuit_open error until open_timeout
@@ -50,6 +50,8 @@ local function check_count(name, v)
   end
 end
 
+--- A new breaker (closed). opts: see the module comment (thresholds, open timeout, clock,
+-- is_failure).
 function M.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("circuit_breaker.new: 'opts' must be a table", 2) end

@@ -1,4 +1,4 @@
--- celers.cli: the command-line tool (bin/celers is a launcher for cli.main).
+--- celers.cli: the command-line tool (bin/celers is a launcher for cli.main).
 --
 -- cli.main(args) runs one command and returns the process exit code:
 -- 0 success, 1 a runtime failure (database, file), 2 bad usage (unknown command or option,
@@ -11,22 +11,36 @@ local cli = {}
 
 local json = require("celers").json -- exact: numbers and [] keep their form (docs/json.md)
 
-local GLOBAL_HELP = [[
-Usage: celers [--dsn DSN] [--queue NAME] [--json] COMMAND [ARGS...]
+local GLOBAL_USAGE = "Usage: celers [--dsn DSN] [--queue NAME] [--json] COMMAND [ARGS...]"
+
+local GLOBAL_HELP = GLOBAL_USAGE .. [[
+
 
 A MySQL/MariaDB task queue. The database comes from --dsn or $CELERS_DSN
 (mysql://user:password@host:port/database?queue=name; ?socket=/path for a unix socket).
+
+Every command acts on one queue (--queue, else the DSN's, else "default"); only an
+option named --all-queues widens it. Deleting commands show what they would delete and
+need --yes to do it.
 
 Commands:
   migrate                 create or upgrade the tables
   enqueue NAME [PAYLOAD]  add a task
   worker FILE             run a worker (or a pool) with the handlers FILE returns
   schedule FILE           run the recurring scheduler with the schedules FILE returns
-  stats                   task counts by state
+  queues                  every queue with its task counts by state
+  stats                   task counts of the queue by state
   tasks list|show         list tasks, or show one
+  cancel ID               cancel a scheduled, pending or processing task
+  retry ID                run a scheduled, failed or cancelled task now
   dlq list|requeue|purge  the dead-letter queue
   pause | resume          stop or restart handing out tasks of the queue (all workers)
-  purge                   delete tasks by state or task name
+  purge                   delete tasks by state, by task name, or all of the queue
+  archive                 move old completed tasks to the history table
+  recover                 send stuck processing tasks back to pending (or the DLQ)
+  prune-results           delete expired and old results
+  prune-workers           delete registry rows of workers not seen for a while
+  maintain                run the maintenance above once, or every S seconds
   export FILE             write tasks (and optionally DLQ entries, results) as JSON Lines
   import FILE             read tasks back from JSON Lines
   health                  check the database connection and queue
@@ -95,19 +109,38 @@ Options:
 Usage: celers stats
 
 Task counts of the queue by state (scheduled: not yet due) and the DLQ.]],
+  queues = [[
+Usage: celers queues
+
+Every queue that has tasks, dead-letter entries or a pause, with its counts by state
+(scheduled: not yet due) and whether it is paused.]],
   tasks = [[
 Usage: celers tasks list [--state STATE] [--limit N] [--offset N]
        celers tasks show ID
 
-list: tasks of the queue ordered by id (default limit 20).
+list: tasks of the queue ordered by id (default limit 20); STATE is one of scheduled,
+pending, processing, completed, failed, cancelled.
 show: every field of one task.]],
+  cancel = [[
+Usage: celers cancel ID
+
+Cancels a scheduled, pending or processing task of the queue (a worker holding it can no
+longer settle it). Exits 1 when the queue has no such task in those states.]],
+  retry = [[
+Usage: celers retry ID
+
+Makes a task of the queue that waits (scheduled, or pending but not yet due, e.g. backing
+off before a retry), failed or cancelled due now: state pending, its retry count kept.
+Exits 1 when the queue has no such task in those states. Dead-lettered tasks come back with
+`celers dlq requeue`.]],
   dlq = [[
 Usage: celers dlq list [--limit N] [--offset N]
        celers dlq requeue ID
-       celers dlq purge ID | --all
+       celers dlq purge ID | --all [--all-queues] --yes
 
-The dead-letter queue: tasks that failed for good. requeue puts an entry back as a pending
-task; purge deletes one entry, or all with --all.]],
+The dead-letter queue of the queue: tasks that failed for good. requeue puts an entry back
+as a pending task; purge deletes one entry, or every entry of the queue with --all (of
+every queue with --all-queues). --all shows the counts and deletes only with --yes.]],
   pause = [[
 Usage: celers pause
 
@@ -117,10 +150,41 @@ Usage: celers resume
 
 Resumes a paused queue.]],
   purge = [[
-Usage: celers purge --state STATE | --task-name NAME | --all --yes
+Usage: celers purge --state STATE | --task-name NAME | --all [--all-queues] [--yes]
 
-Deletes tasks of the queue: those in STATE (scheduled, pending, processing, completed, failed,
-cancelled), those named NAME, or all of them (--all needs --yes). Prints how many.]],
+Deletes tasks of the queue: those in STATE (scheduled, pending, processing, completed,
+failed, cancelled), those named NAME, or all of them. With --all-queues, of every queue.
+First prints what it would delete, per queue and state; deletes only with --yes (without
+it, nothing is deleted and the exit code is 2). The dead-letter queue and results are
+never touched: see `celers dlq purge` and `celers prune-results`.]],
+  archive = [[
+Usage: celers archive [--older-than SECONDS] [--all-queues]
+
+Moves completed tasks of the queue that completed more than SECONDS ago (default 86400)
+to celers_task_history and deletes them from celers_tasks.]],
+  recover = [[
+Usage: celers recover [--stuck-after SECONDS] [--all-queues]
+
+Sends processing tasks of the queue whose lease expired, or that started more than
+SECONDS ago (default 3600: set it above your longest task), back to pending, or to the
+dead-letter queue when their retries are spent.]],
+  ["prune-results"] = [[
+Usage: celers prune-results [--older-than SECONDS] [--all-queues]
+
+Deletes results of the queue that expired (ttl) or completed more than SECONDS ago
+(default 604800, 7 days).]],
+  ["prune-workers"] = [[
+Usage: celers prune-workers [--older-than SECONDS] [--all-queues]
+
+Deletes worker-registry rows of the queue not refreshed for SECONDS (default 3600).]],
+  maintain = [[
+Usage: celers maintain [--every SECONDS] [--all-queues] [--stuck-after S] [--archive-after S]
+                       [--results-after S] [--workers-after S]
+
+Runs recover, archive, prune-results and prune-workers on the queue (every queue with
+--all-queues), with the defaults of those commands, and prints what each did. With
+--every, repeats every SECONDS until SIGTERM or SIGINT (the schedule of docs/admin.md:
+--every 300 recovers within 5 minutes; the other steps find nothing most of the time).]],
   export = [[
 Usage: celers export FILE [options]
 
@@ -174,11 +238,18 @@ local OPTS = {
   worker = { concurrency = "value", batch = "value", lease = "value", ["max-tasks"] = "value",
              ["idle-exit"] = "value", ["poll-max"] = "value", ["store-results"] = "flag" },
   schedule = { once = "flag", now = "value" },
-  stats = {},
+  stats = {}, queues = {},
   tasks = { state = "value", limit = "value", offset = "value" },
-  dlq = { limit = "value", offset = "value", all = "flag" },
+  cancel = {}, retry = {},
+  dlq = { limit = "value", offset = "value", all = "flag", ["all-queues"] = "flag", yes = "flag" },
   pause = {}, resume = {},
-  purge = { state = "value", ["task-name"] = "value", all = "flag", yes = "flag" },
+  purge = { state = "value", ["task-name"] = "value", all = "flag", ["all-queues"] = "flag", yes = "flag" },
+  archive = { ["older-than"] = "value", ["all-queues"] = "flag" },
+  recover = { ["stuck-after"] = "value", ["all-queues"] = "flag" },
+  ["prune-results"] = { ["older-than"] = "value", ["all-queues"] = "flag" },
+  ["prune-workers"] = { ["older-than"] = "value", ["all-queues"] = "flag" },
+  maintain = { every = "value", ["all-queues"] = "flag", ["stuck-after"] = "value", ["archive-after"] = "value",
+               ["results-after"] = "value", ["workers-after"] = "value" },
   export = { state = "list", queues = "value", dlq = "flag", results = "flag" },
   import = { ["on-error"] = "value", batch = "value", ["requeue-dlq"] = "flag", ["into-queue"] = "value" },
   health = {}, metrics = {},
@@ -196,9 +267,12 @@ local function out(...)
   io.stdout:write(...)
 end
 
+local parsing_command -- the command being parsed or run, for the usage line of an error
+
 local function parse(args)
   local o = { _pos = {} }
   local command
+  parsing_command = nil
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -231,6 +305,7 @@ local function parse(args)
       end
     elseif not command and a:sub(1, 1) ~= "-" then
       command = a
+      if OPTS[command] then parsing_command = command end
       if not OPTS[command] then usage_error(("unknown command '%s' (see celers --help)"):format(command)) end
     elseif a:sub(1, 1) == "-" and a ~= "-" then
       usage_error("unknown option " .. a)
@@ -240,6 +315,13 @@ local function parse(args)
     i = i + 1
   end
   return command, o
+end
+
+-- At most max positional arguments (after the subcommand, if any).
+local function no_extra(o, max, what)
+  if #o._pos > max then
+    usage_error(("unexpected argument '%s'%s"):format(o._pos[max + 1], what and (" (" .. what .. ")") or ""))
+  end
 end
 
 local function number_opt(o, name, integer, min)
@@ -263,10 +345,32 @@ local function connect_opts(o)
   return dsn
 end
 
+-- A malformed DSN is a usage error: one line, exit 2, no source location.
 local function connect(o)
-  local b, err = celers.connect(connect_opts(o))
+  local ok, b, err = pcall(celers.connect, connect_opts(o))
+  if not ok then
+    local msg = tostring(b):gsub("^[^\n]-:%d+: ", ""):gsub("^celers: ", ""):gsub("^connect: ", "")
+    usage_error("bad database address (--dsn or CELERS_DSN): " .. msg)
+  end
   if not b then return nil, err end
   return b
+end
+
+-- worker and schedule connect in their own processes, and keep trying while the server is
+-- down; a DSN that can never work is refused here first (a pool would restart forever).
+local function check_dsn(o)
+  local b = connect(o)
+  if b then b:close() end
+end
+
+-- The brokers a command acts on: the queue's, or with --all-queues one per queue.
+local function each_queue(o, b)
+  if not o["all-queues"] then return { b } end
+  local queues, err = b:list_queues()
+  if not queues then return nil, err end
+  local list = {}
+  for i, q in ipairs(queues) do list[i] = q.queue == b:queue() and b or b:with_queue(q.queue) end
+  return list
 end
 
 ---------------------------------------------------------------- output
@@ -321,6 +425,10 @@ local function print_kv(t, keys)
   end
 end
 
+-- --json output: every list is marked as a JSON array, so an empty one prints [] (an
+-- unmarked empty table is an object, {}); numbers keep their form (docs/json.md).
+local array = json.array
+
 local function emit_json(v)
   out(json.encode(v), "\n")
 end
@@ -352,8 +460,15 @@ local function progress_bar(label)
   end
 end
 
+-- MariaDB/MySQL error numbers meaning the schema is missing or older than this version.
+local NO_TABLE, NO_COLUMN, NO_ROUTINE = 1146, 1054, 1305
+
 local function fail(err)
-  io.stderr:write("celers: ", tostring(err):gsub("^celers: ", ""), "\n")
+  io.stderr:write("celers: ", (tostring(err):gsub("^celers: ", "")), "\n")
+  local errno = type(err) == "table" and err.errno
+  if errno == NO_TABLE or errno == NO_COLUMN or errno == NO_ROUTINE then
+    io.stderr:write("celers: the database is not migrated to this version: run `celers migrate`\n")
+  end
   return 1
 end
 
@@ -367,9 +482,9 @@ local function strip_task(t)
   local c = {}
   for k, v in pairs(t) do c[k] = v end
   c.body = nil
-  if type(c.payload) == "string" and not require("celers.bulk").valid_utf8(c.payload) then
+  if type(c.payload) == "string" and not core.utf8_valid(c.payload) then
     c.payload = nil
-    c.payload_base64 = require("celers.bulk").base64_encode(t.body)
+    c.payload_base64 = core.base64_encode(t.body)
   end
   return c
 end
@@ -378,13 +493,19 @@ end
 
 local commands = {}
 
+local STATE_LIST = { "scheduled", "pending", "processing", "completed", "failed", "cancelled" }
+local STATES = {}
+for _, st in ipairs(STATE_LIST) do STATES[st] = true end
+local STATE_MSG = "--state must be scheduled, pending, processing, completed, failed or cancelled"
+
 function commands.migrate(o)
+  no_extra(o, 0)
   local b, err = connect(o)
   if not b then return fail(err) end
   local applied, merr = b:migrate()
   if not applied then return fail(merr) end
   if o.json then
-    emit_json { applied = applied }
+    emit_json { applied = array(applied) }
   elseif #applied == 0 then
     out("the schema is up to date\n")
   else
@@ -448,6 +569,7 @@ local function load_lua_file(path, what)
 end
 
 function commands.worker(o)
+  no_extra(o, 1)
   local spec = load_lua_file(o._pos[1], "worker")
   if not spec then return 1 end
   local wopts = {}
@@ -462,6 +584,7 @@ function commands.worker(o)
   if o["store-results"] then wopts.store_results = true end
   local run = { max_tasks = number_opt(o, "max-tasks", true, 0), idle_exit = number_opt(o, "idle-exit", false, 0) }
   local n = number_opt(o, "concurrency", true, 1) or 1
+  check_dsn(o)
   local worker = require "celers.worker"
   local copts = connect_opts(o)
   if n > 1 then
@@ -484,6 +607,7 @@ function commands.worker(o)
 end
 
 function commands.schedule(o)
+  no_extra(o, 1)
   local spec = load_lua_file(o._pos[1], "schedule")
   if not spec then return 1 end
   local ropts = {}
@@ -493,6 +617,7 @@ function commands.schedule(o)
     ropts.schedules = spec
   end
   ropts.connect = connect_opts(o)
+  check_dsn(o)
   local recurring = require "celers.recurring"
   local ok, s, err = pcall(recurring.new, ropts)
   if not ok then
@@ -503,7 +628,7 @@ function commands.schedule(o)
   if o.once then
     local done, errors = s:tick(number_opt(o, "now", false, 0))
     if o.json then
-      emit_json { enqueued = done, errors = #errors }
+      emit_json { enqueued = array(done), errors = #errors }
     else
       for _, d in ipairs(done) do
         out(d.schedule, "  ", fmt_time(d.run_at), "  ", d.id, d.created and "" or " (already enqueued)", "\n")
@@ -520,6 +645,7 @@ end
 local STATS_KEYS = { "pending", "scheduled", "processing", "completed", "failed", "cancelled", "dlq", "total" }
 
 function commands.stats(o)
+  no_extra(o, 0)
   local b, err = connect(o)
   if not b then return fail(err) end
   local st, serr = b:get_statistics()
@@ -535,6 +661,10 @@ end
 function commands.tasks(o)
   local sub = o._pos[1]
   if sub ~= "list" and sub ~= "show" then usage_error("tasks needs 'list' or 'show ID'") end
+  if sub == "show" and not o._pos[2] then usage_error("tasks show needs an ID") end
+  no_extra(o, sub == "show" and 2 or 1)
+  if o.state and sub == "show" then usage_error("--state is for tasks list") end
+  if o.state and not STATES[o.state] then usage_error(STATE_MSG) end
   local b, err = connect(o)
   if not b then return fail(err) end
   if sub == "show" then
@@ -544,6 +674,11 @@ function commands.tasks(o)
     if terr then return fail(terr) end
     if not t then
       io.stderr:write("celers: no task ", id, "\n")
+      return 1
+    end
+    if t.queue ~= b:queue() then
+      io.stderr:write(("celers: task %s is in queue %s, not %s (use --queue %s)\n"):format(id, t.queue, b:queue(),
+        t.queue))
       return 1
     end
     if o.json then emit_json(strip_task(t)) return 0 end
@@ -558,17 +693,52 @@ function commands.tasks(o)
   if o.json then
     local l = {}
     for i, t in ipairs(list) do l[i] = strip_task(t) end
-    emit_json(l)
+    emit_json(array(l))
     return 0
   end
   print_table(list, TASK_COLS)
   return 0
 end
 
+-- Ask before deleting: print the plan (rows of {queue=, what=, count=}); without --yes
+-- nothing is deleted and the command is refused (exit 2), even when the plan is empty, so
+-- a script sees the same exit code whatever the counts.
+local function confirm(o, plan, noun)
+  local total = 0
+  for _, p in ipairs(plan) do total = total + p.count end
+  local verb = o.yes and "deleting" or "would delete"
+  if not o.json or not o.yes then
+    local stream = o.json and io.stderr or io.stdout
+    if #plan == 0 or total == 0 then
+      stream:write(verb, " nothing: no matching ", noun, "\n")
+    else
+      for _, p in ipairs(plan) do
+        if p.count > 0 then
+          stream:write(("%s %d %s from queue %s\n"):format(verb, p.count, p.what, p.queue))
+        end
+      end
+    end
+  end
+  if not o.yes then usage_error(("nothing deleted: add --yes to delete these %d %s"):format(total, noun)) end
+  return total > 0
+end
+
 function commands.dlq(o)
   local sub = o._pos[1]
   if sub ~= "list" and sub ~= "requeue" and sub ~= "purge" then
     usage_error("dlq needs 'list', 'requeue ID' or 'purge ID|--all'")
+  end
+  local id = o._pos[2]
+  no_extra(o, sub == "list" and 1 or 2)
+  if sub ~= "purge" and (o.all or o["all-queues"] or o.yes) then
+    usage_error("--all, --all-queues and --yes are for dlq purge")
+  end
+  if sub == "purge" then
+    if o.all and id then usage_error("dlq purge takes an ID or --all, not both") end
+    if not o.all and not id then usage_error("dlq purge needs a DLQ ID or --all") end
+    if o["all-queues"] and not o.all then usage_error("--all-queues goes with dlq purge --all") end
+  elseif sub == "requeue" and not id then
+    usage_error("dlq requeue needs a DLQ ID (see celers dlq list)")
   end
   local b, err = connect(o)
   if not b then return fail(err) end
@@ -578,45 +748,57 @@ function commands.dlq(o)
     if not list then return fail(lerr) end
     if o.json then
       for _, d in ipairs(list) do d.body = nil end
-      emit_json(list)
+      emit_json(array(list))
       return 0
     end
     print_table(list, { { "id", "DLQ ID" }, { "task_id", "TASK ID" }, { "name", "NAME" },
                         { "retry_count", "TRIES" }, { "failed_at", "FAILED", fmt_time }, { "error", "ERROR" } })
     return 0
   end
-  local id = o._pos[2]
   if sub == "requeue" then
-    if not id then usage_error("dlq requeue needs a DLQ ID (see celers dlq list)") end
     local tid, rerr = b:requeue_from_dlq(id)
-    if tid == nil and rerr then return fail(rerr) end
+    if tid == nil and rerr and rerr.code ~= "not_found" then return fail(rerr) end
     if not tid then
-      io.stderr:write("celers: no DLQ entry ", id, "\n")
+      io.stderr:write("celers: queue ", b:queue(), " has no DLQ entry ", id, "\n")
       return 1
     end
-    if o.json then emit_json { requeued = id, task_id = tid } else out("requeued ", id, "\n") end
+    if o.json then emit_json { requeued = id, task_id = tid } else out("requeued ", id, " as task ", tid, "\n") end
     return 0
   end
   -- purge
   if o.all then
-    if id then usage_error("dlq purge takes an ID or --all, not both") end
-    local nr, perr = b:purge_all_dlq()
-    if not nr then return fail(perr) end
-    if o.json then emit_json { purged = nr } else out("purged ", nr, " DLQ entries\n") end
+    local brokers, qerr = each_queue(o, b)
+    if not brokers then return fail(qerr) end
+    local plan = {}
+    for i, qb in ipairs(brokers) do
+      local st, serr = qb:get_statistics()
+      if not st then return fail(serr) end
+      plan[i] = { queue = qb:queue(), what = "DLQ entries", count = st.dlq }
+    end
+    local purged = array {}
+    if confirm(o, plan, "DLQ entries") then
+      for _, qb in ipairs(brokers) do
+        local nr, perr = qb:purge_all_dlq()
+        if not nr then return fail(perr) end
+        purged[#purged + 1] = { queue = qb:queue(), dlq = nr }
+        if not o.json then out("purged ", nr, " DLQ entries from queue ", qb:queue(), "\n") end
+      end
+    end
+    if o.json then emit_json { purged = purged } end
     return 0
   end
-  if not id then usage_error("dlq purge needs a DLQ ID or --all") end
   local found, perr = b:purge_dlq(id)
   if found == nil then return fail(perr) end
   if not found then
-    io.stderr:write("celers: no DLQ entry ", id, "\n")
+    io.stderr:write("celers: queue ", b:queue(), " has no DLQ entry ", id, "\n")
     return 1
   end
-  if o.json then emit_json { purged = 1 } else out("purged ", id, "\n") end
+  if o.json then emit_json { purged = array { { queue = b:queue(), dlq = 1 } } } else out("purged ", id, "\n") end
   return 0
 end
 
 local function pause_resume(o, what)
+  no_extra(o, 0)
   local b, err = connect(o)
   if not b then return fail(err) end
   local ok, perr = b[what](b)
@@ -629,35 +811,236 @@ end
 function commands.pause(o) return pause_resume(o, "pause") end
 function commands.resume(o) return pause_resume(o, "resume") end
 
-local STATES = { scheduled = true, pending = true, processing = true, completed = true, failed = true,
-  cancelled = true }
+-- What purge would delete in one queue: { {state=, count=}, ... }, rows per state column
+-- (get_statistics counts a pending task that is not yet due as scheduled; purge goes by the
+-- column).
+local function purge_counts(qb, o)
+  local counts = {}
+  for _, st in ipairs(o.state and { o.state } or STATE_LIST) do
+    local by, err = qb:count_by_task_name(st)
+    if not by then return nil, err end
+    local n = 0
+    if o["task-name"] then
+      n = by[o["task-name"]] or 0
+    else
+      for _, c in pairs(by) do n = n + c end
+    end
+    counts[#counts + 1] = { state = st, count = n }
+  end
+  return counts
+end
 
 function commands.purge(o)
+  no_extra(o, 0)
   local chosen = (o.state and 1 or 0) + (o["task-name"] and 1 or 0) + (o.all and 1 or 0)
   if chosen ~= 1 then usage_error("purge needs exactly one of --state STATE, --task-name NAME, --all") end
-  if o.state and not STATES[o.state] then
-    usage_error("--state must be scheduled, pending, processing, completed, failed or cancelled")
-  end
-  if o.all and not o.yes then usage_error("purge --all deletes every task of the queue: add --yes") end
+  if o.state and not STATES[o.state] then usage_error(STATE_MSG) end
+  if o["task-name"] == "" then usage_error("--task-name must not be empty") end
   local b, err = connect(o)
   if not b then return fail(err) end
-  local nr, perr
-  if o.all then nr, perr = b:purge_all()
-  elseif o.state then nr, perr = b:purge_by_state(o.state)
-  else nr, perr = b:purge_by_task_name(o["task-name"]) end
-  if not nr then return fail(perr) end
-  if o.json then emit_json { purged = nr } else out("purged ", nr, " tasks\n") end
+  local brokers, qerr = each_queue(o, b)
+  if not brokers then return fail(qerr) end
+  local plan, per_queue = {}, {}
+  for _, qb in ipairs(brokers) do
+    local counts, cerr = purge_counts(qb, o)
+    if not counts then return fail(cerr) end
+    per_queue[#per_queue + 1] = { broker = qb, counts = counts }
+    for _, c in ipairs(counts) do
+      plan[#plan + 1] = { queue = qb:queue(), count = c.count,
+                          what = c.state .. (o["task-name"] and (" '" .. o["task-name"] .. "'") or "") .. " tasks" }
+    end
+  end
+  local purged = array {}
+  if confirm(o, plan, "tasks") then
+    for _, q in ipairs(per_queue) do
+      local qb, nr, perr = q.broker, 0, nil
+      if o["task-name"] then
+        nr, perr = qb:purge_by_task_name(o["task-name"])
+      else
+        for _, c in ipairs(q.counts) do
+          -- a state that had no rows is purged too: rows may have arrived since counting
+          local n
+          n, perr = qb:purge_by_state(c.state)
+          if not n then break end
+          nr = nr + n
+        end
+      end
+      if perr then return fail(perr) end
+      purged[#purged + 1] = { queue = qb:queue(), tasks = nr }
+      if not o.json then out("purged ", nr, " tasks from queue ", qb:queue(), "\n") end
+    end
+  end
+  if o.json then emit_json { purged = purged } end
+  return 0
+end
+
+function commands.queues(o)
+  no_extra(o, 0)
+  local b, err = connect(o)
+  if not b then return fail(err) end
+  local queues, lerr = b:list_queues()
+  if not queues then return fail(lerr) end
+  local rows = array {}
+  for _, q in ipairs(queues) do
+    local st, serr = b:with_queue(q.queue):get_statistics()
+    if not st then return fail(serr) end
+    st.queue, st.paused = q.queue, q.paused
+    rows[#rows + 1] = st
+  end
+  if o.json then emit_json(rows) return 0 end
+  local cols = { { "queue", "QUEUE" }, { "paused", "PAUSED", function(v) return v and "yes" or "no" end } }
+  for _, k in ipairs(STATS_KEYS) do cols[#cols + 1] = { k, k:upper() } end
+  print_table(rows, cols)
+  return 0
+end
+
+-- cancel and retry take an id of the queue; say where the task is when it is elsewhere.
+local function task_command(o, what, method, done_word, states)
+  local id = o._pos[1]
+  if not id or id == "" then usage_error(what .. " needs a task ID") end
+  no_extra(o, 1)
+  local b, err = connect(o)
+  if not b then return fail(err) end
+  local t, terr = b:get_task(id)
+  if terr then return fail(terr) end
+  if not t then
+    io.stderr:write("celers: no task ", id, "\n")
+    return 1
+  end
+  if t.queue ~= b:queue() then
+    io.stderr:write(("celers: task %s is in queue %s, not %s (use --queue %s)\n"):format(id, t.queue, b:queue(),
+      t.queue))
+    return 1
+  end
+  local ok, merr = method(b, id)
+  if ok == nil then return fail(merr) end
+  if not ok then
+    io.stderr:write(("celers: task %s is %s: only %s tasks can be %s\n"):format(id, t.state, states, done_word))
+    return 1
+  end
+  if o.json then emit_json { id = id, queue = b:queue(), [done_word] = true } else out(done_word, " ", id, "\n") end
+  return 0
+end
+
+function commands.cancel(o)
+  return task_command(o, "cancel", function(b, id) return b:cancel(id) end, "cancelled",
+    "scheduled, pending or processing")
+end
+
+function commands.retry(o)
+  return task_command(o, "retry", function(b, id) return b:retry_now(id) end, "requeued",
+    "scheduled (not yet due), failed or cancelled")
+end
+
+-- Maintenance steps: name, option, default seconds, run(broker, seconds) -> summary table.
+local STEPS = {
+  { name = "recover", opt = "stuck-after", default = 3600, run = function(qb, s)
+      local requeued, dead = qb:recover_stuck_tasks(s)
+      if not requeued then return nil, dead end
+      return { requeued = requeued, dead_lettered = dead }
+    end },
+  { name = "archive", opt = "older-than", default = 86400, run = function(qb, s)
+      local n, err = qb:archive_completed_tasks(s)
+      if not n then return nil, err end
+      return { archived = n }
+    end },
+  { name = "prune-results", opt = "older-than", default = 7 * 86400, run = function(qb, s)
+      local n, err = qb:archive_results(s)
+      if not n then return nil, err end
+      return { deleted = n }
+    end },
+  { name = "prune-workers", opt = "older-than", default = 3600, run = function(qb, s)
+      local n, err = qb:prune_workers(s)
+      if not n then return nil, err end
+      return { deleted = n }
+    end },
+}
+local MAINTAIN_OPT = { recover = "stuck-after", archive = "archive-after", ["prune-results"] = "results-after",
+                       ["prune-workers"] = "workers-after" }
+
+local function summary_text(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local parts = {}
+  for i, k in ipairs(keys) do parts[i] = k:gsub("_", " ") .. " " .. tostring(t[k]) end
+  return table.concat(parts, ", ")
+end
+
+-- Run steps on the queue(s); returns a list of {step=, queue=, ...} or nil, err.
+local function run_steps(o, b, steps, seconds)
+  local brokers, err = each_queue(o, b)
+  if not brokers then return nil, err end
+  local report = array {}
+  for _, step in ipairs(steps) do
+    for _, qb in ipairs(brokers) do
+      local r, serr = step.run(qb, seconds[step.name])
+      if not r then return nil, serr end
+      r.step, r.queue = step.name, qb:queue()
+      report[#report + 1] = r
+      if not o.json then
+        local copy = {}
+        for k, v in pairs(r) do if k ~= "step" and k ~= "queue" then copy[k] = v end end
+        out(("%s %s: %s\n"):format(step.name, qb:queue(), summary_text(copy)))
+      end
+    end
+  end
+  return report
+end
+
+for _, step in ipairs(STEPS) do
+  commands[step.name] = function(o)
+    no_extra(o, 0)
+    local s = number_opt(o, step.opt, false, 0) or step.default
+    local b, err = connect(o)
+    if not b then return fail(err) end
+    local report, rerr = run_steps(o, b, { step }, { [step.name] = s })
+    if not report then return fail(rerr) end
+    if o.json then emit_json(report) end
+    return 0
+  end
+end
+
+function commands.maintain(o)
+  no_extra(o, 0)
+  local every = number_opt(o, "every", false, 0)
+  if every and every <= 0 then usage_error("--every must be positive") end
+  local seconds = {}
+  for _, step in ipairs(STEPS) do
+    seconds[step.name] = number_opt(o, MAINTAIN_OPT[step.name], false, 0) or step.default
+  end
+  local b, err = connect(o)
+  if not b then return fail(err) end
+  if not every then
+    local report, rerr = run_steps(o, b, STEPS, seconds)
+    if not report then return fail(rerr) end
+    if o.json then emit_json(report) end
+    return 0
+  end
+  core.trap_stop_signals()
+  while not core.stop_signal() do
+    local report, rerr = run_steps(o, b, STEPS, seconds)
+    if not report then
+      fail(rerr) -- logged; the next round reconnects
+    elseif o.json then
+      emit_json(report)
+    end
+    io.stdout:flush()
+    local deadline = core.monotonic() + every
+    while not core.stop_signal() and core.monotonic() < deadline do
+      core.sleep(math.min(0.2, deadline - core.monotonic()))
+    end
+  end
   return 0
 end
 
 function commands.export(o)
+  no_extra(o, 1)
   local path = o._pos[1]
   if not path then usage_error("export needs a FILE ('-' for standard output)") end
   if o.state then
     for _, s in ipairs(o.state) do
-      if not STATES[s] then
-        usage_error("--state must be scheduled, pending, processing, completed, failed or cancelled")
-      end
+      if not STATES[s] then usage_error(STATE_MSG) end
     end
   end
   local b, err = connect(o)
@@ -685,6 +1068,7 @@ function commands.export(o)
 end
 
 function commands.import(o)
+  no_extra(o, 1)
   local path = o._pos[1]
   if not path then usage_error("import needs a FILE ('-' for standard input)") end
   local on_error = o["on-error"] or "skip"
@@ -718,6 +1102,7 @@ function commands.import(o)
 end
 
 function commands.health(o)
+  no_extra(o, 0)
   local b, err = connect(o)
   if not b then
     if o.json then emit_json { healthy = false, error = tostring(err) } else
@@ -741,6 +1126,7 @@ local WORKER_COLS = {
 }
 
 function commands.workers(o)
+  no_extra(o, 0)
   local b, err = connect(o)
   if not b then return fail(err) end
   local prune = number_opt(o, "prune", false, 0)
@@ -751,12 +1137,13 @@ function commands.workers(o)
   end
   local list, lerr = b:list_workers { stale_after = number_opt(o, "stale-after", false, 0) }
   if not list then return fail(lerr) end
-  if o.json then emit_json(list) return 0 end
+  if o.json then emit_json(array(list)) return 0 end
   print_table(list, WORKER_COLS)
   return 0
 end
 
 function commands.metrics(o)
+  no_extra(o, 0)
   local b, err = connect(o)
   if not b then return fail(err) end
   local st, merr = b:update_metrics()
@@ -787,6 +1174,9 @@ function cli.main(args)
   if ok then return code end
   if getmetatable(code) == Usage then
     io.stderr:write("celers: ", code.msg, "\n")
+    local help = parsing_command and HELP[parsing_command]
+    io.stderr:write(help and help:match("^[^\n]*") or GLOBAL_USAGE, "\n")
+    io.stderr:write("Run `celers ", parsing_command and (parsing_command .. " ") or "", "--help` for more.\n")
     return 2
   end
   io.stderr:write("celers: ", tostring(code), "\n")
@@ -794,6 +1184,9 @@ function cli.main(args)
 end
 
 cli.commands = commands
+--- Parse an argument list: the command name (or nil) and a table of the options given
+-- (positional arguments in `_pos`). Raises a usage error (exit 2 in main) on a bad option.
+-- @function parse
 cli.parse = parse
 
 return cli

@@ -1,4 +1,4 @@
--- celers.cron: 5-field cron expressions and fixed intervals, evaluated in UTC.
+--- celers.cron: 5-field cron expressions and fixed intervals, evaluated in UTC.
 --
 -- Date math is done here (days <-> civil date, after Howard Hinnant's
 -- algorithms) so results never depend on the process's local time zone.
@@ -11,7 +11,7 @@ local cron = {}
 
 local floor = math.floor
 
----------------------------------------------------------------- UTC helpers
+-- -------------------------------------------------------------- UTC helpers
 
 --- Days since 1970-01-01 of a proleptic Gregorian date.
 function cron.days_from_civil(y, m, d)

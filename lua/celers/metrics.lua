@@ -1,4 +1,4 @@
--- celers.metrics: a small in-process Prometheus registry (counters and gauges)
+--- celers.metrics: a small in-process Prometheus registry (counters and gauges)
 -- rendered in the text exposition format 0.0.4.
 --
 -- One registry per Lua state. The broker's own metrics are registered at load
@@ -37,7 +37,7 @@ function metrics.format_value(v)
   return s
 end
 
----------------------------------------------------------------- labels
+-- -------------------------------------------------------------- labels
 
 -- The label values of `labels` in labelnames order, and a key unique to them.
 function Metric:_values(labels, who)
@@ -81,7 +81,7 @@ local function check_number(v, who, what)
   if type(v) ~= "number" then error(("%s: '%s' must be a number"):format(who, what), 3) end
 end
 
----------------------------------------------------------------- methods
+-- -------------------------------------------------------------- methods
 
 --- counter:inc([n=1], [labels]); gauge:inc too. inc(labels) also works.
 function Metric:inc(n, labels)

@@ -39,7 +39,7 @@ M.DEFAULTS = { connect_timeout = 2, read_timeout = 3, write_timeout = 3, threads
 
 local function pack(...) return { n = select("#", ...), ... } end
 
----------------------------------------------------------------- errors
+-- -------------------------------------------------------------- errors
 
 local Error = {}
 Error.__index = Error
@@ -48,6 +48,9 @@ Error.__tostring = function(e) return ("celers: %s: %s"):format(tostring(e.code)
 local function new_error(code, message, retryable)
   return setmetatable({ code = code, message = message, retryable = retryable and true or false }, Error)
 end
+--- An error table like the core's (`code`, `message`, `retryable`; tostring reads
+-- "celers: <code>: <message>"), for failures of the thread pool itself.
+-- @function new_error
 M.new_error = new_error
 
 -- A broker error as a plain table (it crosses between Lua VMs, which copy plain data only).
@@ -57,7 +60,7 @@ local function plain_error(err)
            retryable = err.retryable }
 end
 
----------------------------------------------------------------- pool-thread side
+-- -------------------------------------------------------------- pool-thread side
 
 -- One broker per DSN and timeouts, per pool VM (each VM is a separate Lua state).
 local brokers = {}
@@ -199,7 +202,7 @@ function M.thread_call(cfg, queue, op, ...)
   return true, unpack(res, 2, res.n)
 end
 
----------------------------------------------------------------- event loop side
+-- -------------------------------------------------------------- event loop side
 
 local semaphores = {} -- pool name -> semaphore (per nginx worker process)
 
@@ -298,7 +301,7 @@ for name in pairs(ALLOWED) do
 end
 Client.statistics = Client.get_statistics
 
----------------------------------------------------------------- HTTP helpers
+-- -------------------------------------------------------------- HTTP helpers
 
 local cjson
 local function json()
@@ -319,6 +322,9 @@ local function reply(status, body, ctype)
   ngx.print(body)
   return ngx.exit(status)
 end
+--- Send `body` (a string, or a table encoded as JSON) with `status` and safe headers, and end
+-- the request (ngx.exit).
+-- @function reply
 M.reply = reply
 
 local function error_body(err)
@@ -351,7 +357,7 @@ function M.serve_metrics(client)
   return reply(200, metrics.render(), "text/plain; version=0.0.4")
 end
 
----------------------------------------------------------------- credentials
+-- -------------------------------------------------------------- credentials
 
 -- Equal strings, in time that depends only on the digest length: both sides are hashed first.
 local function same_secret(a, b)
@@ -363,6 +369,8 @@ local function same_secret(a, b)
   end
   return diff == 0
 end
+--- Compare two secrets in time that does not depend on where they differ.
+-- @function same_secret
 M.same_secret = same_secret
 
 local function authorized(opts)
@@ -396,7 +404,7 @@ local function csrf_ok(opts, token)
   return same_secret(mac, ngx.encode_base64(ngx.hmac_sha1(csrf_secret(opts), t)))
 end
 
----------------------------------------------------------------- the dashboard's JSON API
+-- -------------------------------------------------------------- the dashboard's JSON API
 
 local STATES = { pending = true, scheduled = true, processing = true, completed = true,
                  failed = true, cancelled = true }

@@ -1,4 +1,4 @@
--- celers.recurring: a scheduler that enqueues recurring tasks (cron expressions or fixed
+--- celers.recurring: a scheduler that enqueues recurring tasks (cron expressions or fixed
 -- intervals), exactly once per occurrence however many schedulers run.
 --
 --   local recurring = require "celers.recurring"
@@ -154,6 +154,8 @@ function M.new(opts)
   end
   return s
 end
+--- Another name of `new`.
+-- @function scheduler
 M.scheduler = M.new
 
 --- Add a schedule (see the module comment for its keys). Names must be unique.

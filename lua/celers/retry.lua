@@ -1,4 +1,4 @@
--- celers.retry: backoff policies for failed tasks and for client-side calls.
+--- celers.retry: backoff policies for failed tasks and for client-side calls.
 --
 -- Attempt numbering: attempt 1 is the first *retry* (the call after the first
 -- failure). max_attempts therefore counts retries, and retry.call() invokes fn

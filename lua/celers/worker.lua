@@ -1,4 +1,4 @@
--- celers.worker: run handlers for claimed tasks, and pools of worker processes.
+--- celers.worker: run handlers for claimed tasks, and pools of worker processes.
 --
 --   local worker = require "celers.worker"
 --   local w = worker.new {
@@ -235,6 +235,9 @@ local function error_text(err)
   if #s > MAX_ERROR then s = s:sub(1, MAX_ERROR) .. "..." end
   return s
 end
+--- The text of a handler's error as stored with the task: `code: message` for an error
+-- table, tostring otherwise, cut to 8000 bytes.
+-- @function error_text
 M.error_text = error_text
 
 -- A database call failed: log it and pause before the next one (growing, bounded).
