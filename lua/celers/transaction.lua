@@ -1,6 +1,9 @@
---- broker:transaction(fn): the application's statements and the broker's enqueues commit or
--- roll back together. fn receives a tx object with execute (the application's statements,
--- bound parameters only) and the enqueue methods; everything runs on the broker's connection.
+--- celers.transaction: broker:transaction(fn), the application's statements and the
+-- broker's enqueues committing or rolling back together.
+--
+-- fn receives a tx object with execute (the application's statements, bound parameters
+-- only) and the enqueue methods; everything runs on the broker's connection.
+
 local transaction = {}
 
 local unpack = table.unpack or unpack -- luacheck: globals unpack
@@ -50,6 +53,8 @@ local function run(broker, fn, ...)
   return unpack(out, 2, out.n)
 end
 
+--- Add `transaction` to the broker methods table (done by require "celers").
+-- @tparam table methods the broker methods table
 function transaction.install(methods)
   methods.transaction = run
 end
