@@ -11,6 +11,9 @@ void ce_config_init(ce_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->port = 3306;
     cfg->connect_timeout = 10;
+    /* No call waits forever on a silent server (migrate lifts these for its DDL). */
+    cfg->read_timeout = 30;
+    cfg->write_timeout = 30;
     cfg->lease = 300;
     cfg->retry_base = 1;
     cfg->retry_factor = 2;

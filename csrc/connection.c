@@ -1,11 +1,19 @@
 #include "connection.h"
 
+#include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #define DEADLOCK_TRIES 5
+/* Attempts run again because they provably changed nothing (see ce_conn_run). */
+#define UNLANDED_TRIES 2
+#define CR_SERVER_GONE 2006 /* the library failed to send: nothing went out */
+#define CR_OUT_OF_SYNC 2014 /* the library refused to send */
+#define ER_TOO_MANY_STMTS 1461
 
 double ce_monotonic(void)
 {
@@ -236,28 +244,64 @@ MYSQL_STMT *ce_conn_prepare(ce_conn *c, const char *sql, ce_error *err)
     return stmt;
 }
 
+void ce_conn_forget(ce_conn *c, MYSQL_STMT *stmt)
+{
+    for (int i = 0; i < CE_STMT_CACHE; i++) {
+        if (c->cache[i].stmt != stmt) continue;
+        mysql_stmt_close(stmt);
+        free(c->cache[i].sql);
+        c->cache[i].stmt = NULL;
+        c->cache[i].sql = NULL;
+        return;
+    }
+}
+
+int ce_conn_unsent(unsigned int errnum)
+{
+    return errnum == CR_SERVER_GONE || errnum == CR_OUT_OF_SYNC;
+}
+
+void ce_conn_sent(ce_conn *c, int send_failed)
+{
+    if (!send_failed && !c->in_tx) c->landed = 1;
+}
+
 int ce_conn_query(ce_conn *c, const char *sql, ce_error *err)
 {
     MYSQL_RES *res;
     if (!c->mysql) return ce_error_set(err, CE_ELOST, "not connected");
-    if (mysql_real_query(c->mysql, sql, (unsigned long)strlen(sql)))
+    if (ce_fault_point(c, CE_FAULT_BEFORE_SEND, sql, err) < 0) return -1;
+    if (mysql_real_query(c->mysql, sql, (unsigned long)strlen(sql))) {
+        ce_conn_sent(c, ce_conn_unsent(mysql_errno(c->mysql)));
         return ce_error_from_mysql(err, c->mysql);
+    }
+    ce_conn_sent(c, 0);
     res = mysql_store_result(c->mysql);
     if (res)
         mysql_free_result(res);
     else if (mysql_field_count(c->mysql))
         return ce_error_from_mysql(err, c->mysql);
-    return 0;
+    /* DDL and CALL text may leave more results: never leave the link out of sync. */
+    while (mysql_more_results(c->mysql)) {
+        if (mysql_next_result(c->mysql) != 0) return ce_error_from_mysql(err, c->mysql);
+        res = mysql_store_result(c->mysql);
+        if (res) mysql_free_result(res);
+    }
+    return ce_fault_point(c, CE_FAULT_AFTER_SEND, sql, err);
 }
 
 int ce_conn_begin(ce_conn *c, ce_error *err)
 {
+    int landed, rc;
     if (c->user_tx) {
         if (ce_conn_query(c, "SAVEPOINT celers_op", err) < 0) return -1;
         c->op_savepoint = 1;
         return 0;
     }
-    if (ce_conn_query(c, "START TRANSACTION", err) < 0) return -1;
+    landed = c->landed; /* START TRANSACTION changes nothing by itself */
+    rc = ce_conn_query(c, "START TRANSACTION", err);
+    c->landed = landed;
+    if (rc < 0) return -1;
     c->in_tx = 1;
     return 0;
 }
@@ -270,11 +314,21 @@ int ce_conn_commit(ce_conn *c, ce_error *err)
     }
     c->in_tx = 0;
     if (!c->mysql) return ce_error_set(err, CE_ELOST, "not connected");
+    if (ce_fault_point(c, CE_FAULT_BEFORE_SEND, "COMMIT", err) < 0) {
+        c->in_tx = 1;
+        return -1;
+    }
     c->committing = 1;
     if (mysql_commit(c->mysql)) {
+        int unsent = ce_conn_unsent(mysql_errno(c->mysql));
+        ce_conn_sent(c, unsent);
+        if (unsent) c->committing = 0;
         c->in_tx = 1; /* still open unless the link is gone: the caller's rollback ends it */
         return ce_error_from_mysql(err, c->mysql);
     }
+    ce_conn_sent(c, 0);
+    /* An answer lost after COMMIT leaves committing set: the caller must not repeat it. */
+    if (ce_fault_point(c, CE_FAULT_AFTER_SEND, "COMMIT", err) < 0) return -1;
     c->committing = 0;
     return 0;
 }
@@ -290,6 +344,27 @@ void ce_conn_rollback(ce_conn *c)
     }
     if (c->in_tx && c->mysql) mysql_rollback(c->mysql);
     c->in_tx = 0;
+}
+
+/* A link the server closed while it sat idle (KILL, wait_timeout, a restart) is readable: EOF
+ * or an error packet. A live idle link has nothing to say; when it does (a TLS record), a ping
+ * decides. One poll() per operation, no round trip. */
+static int link_dead(ce_conn *c)
+{
+    struct pollfd p;
+    p.fd = (int)mysql_get_socket(c->mysql);
+    p.events = POLLIN;
+    p.revents = 0;
+    if (p.fd < 0) return 1;
+    if (poll(&p, 1, 0) <= 0) return 0;
+    return mysql_ping(c->mysql) != 0;
+}
+
+/* The link is unusable: lost, timed out (a client error), or out of sync. A statement
+ * timeout (1969/3024, CE_ETIMEOUT) is the server's answer on a live link. */
+static int link_lost(const ce_error *err)
+{
+    return err->code == CE_ELOST;
 }
 
 /* Inside an application transaction an operation runs once: its statements cannot be
@@ -308,7 +383,7 @@ static int run_in_user_tx(ce_conn *c, ce_op_fn fn, void *ctx, ce_error *err)
     }
     ce_error_clear(err);
     if (fn(c, ctx, err) == 0) return 0;
-    if (err->code == CE_ELOST || err->code == CE_ETIMEOUT) {
+    if (link_lost(err)) {
         drop_link(c);
         c->broken = 1;
         c->user_tx_dead = 1;
@@ -324,22 +399,30 @@ static int run_in_user_tx(ce_conn *c, ce_op_fn fn, void *ctx, ce_error *err)
 
 int ce_conn_run(ce_conn *c, ce_repeat repeat, ce_op_fn fn, void *ctx, ce_error *err)
 {
-    int lost_retried = 0, deadlocks = 0;
+    int lost_retried = 0, unlanded = 0, deadlocks = 0, flushed = 0;
     if (c->user_tx) return run_in_user_tx(c, fn, ctx, err);
-    if (c->broken || !c->mysql) {
-        if (ce_conn_reconnect(c, err) < 0) return -1;
-    }
     for (;;) {
-        int was_committing;
+        int was_committing, landed;
+        if (c->broken || !c->mysql || link_dead(c)) {
+            if (ce_conn_reconnect(c, err) < 0) return -1; /* nothing was sent */
+        }
         ce_error_clear(err);
+        c->landed = 0;
+        c->committing = 0;
         if (fn(c, ctx, err) == 0) return 0;
         was_committing = c->committing;
+        landed = c->landed;
         c->committing = 0;
         ce_conn_rollback(c);
-        if (err->code == CE_ELOST || err->code == CE_ETIMEOUT) {
+        if (link_lost(err)) {
             ce_error saved = *err;
             /* The link is unusable either way; bring it back for the next call. */
-            if (ce_conn_reconnect(c, err) < 0) return -1;
+            if (ce_conn_reconnect(c, err) < 0) {
+                if (landed) *err = saved; /* it may have taken effect: still "lost" */
+                return -1;
+            }
+            /* Nothing of this attempt can have taken effect: run it again. */
+            if (!landed && ++unlanded <= UNLANDED_TRIES) continue;
             /* A COMMIT whose answer was lost may have taken effect: never repeat it. */
             if (repeat == CE_REPEAT && !lost_retried && !was_committing) {
                 lost_retried = 1;
@@ -348,6 +431,12 @@ int ce_conn_run(ce_conn *c, ce_repeat repeat, ce_op_fn fn, void *ctx, ce_error *
             *err = saved;
             return -1;
         }
+        /* The server's prepared-statement limit: give back ours and try once more. */
+        if (err->errnum == ER_TOO_MANY_STMTS && !landed && !flushed) {
+            flushed = 1;
+            drop_statements(c);
+            continue;
+        }
         /* InnoDB rolled the statement or transaction back: running it again is safe. */
         if ((err->code == CE_EDEADLOCK || err->code == CE_ELOCKWAIT) && repeat != CE_SINGLE &&
             ++deadlocks < DEADLOCK_TRIES) {
@@ -355,5 +444,70 @@ int ce_conn_run(ce_conn *c, ce_repeat repeat, ce_op_fn fn, void *ctx, ce_error *
             continue;
         }
         return -1;
+    }
+}
+
+/* ---- fault seam (tests only; see connection.h) -------------------------------------- */
+
+static ce_fault armed;
+static unsigned long seen, pending;
+
+void ce_fault_arm(const ce_fault *f)
+{
+    armed = *f;
+    armed.op[sizeof armed.op - 1] = '\0';
+    if (!armed.nth) armed.nth = 1;
+    seen = 0;
+    pending = armed.at ? (f->count ? f->count : 1) : 0;
+}
+
+unsigned long ce_fault_disarm(void)
+{
+    unsigned long left = pending;
+    memset(&armed, 0, sizeof armed);
+    seen = pending = 0;
+    return left;
+}
+
+static void cut_link(ce_conn *c)
+{
+    int fd = c->mysql ? (int)mysql_get_socket(c->mysql) : -1;
+    if (fd >= 0) shutdown(fd, SHUT_RDWR);
+}
+
+static const char *sqlstate_of(unsigned int errnum)
+{
+    switch (errnum) {
+    case 1213:
+        return "40001";
+    case 1461:
+        return "42000";
+    case 1969:
+        return "70100";
+    default:
+        return "HY000";
+    }
+}
+
+int ce_fault_point(ce_conn *c, ce_fault_at at, const char *sql, ce_error *err)
+{
+    char msg[128];
+    if (!pending) return 0;
+    if ((at == CE_FAULT_AFTER_SEND) != (armed.at == CE_FAULT_AFTER_SEND)) return 0;
+    if (armed.op[0] && !strstr(sql, armed.op)) return 0;
+    if (++seen < armed.nth) return 0;
+    pending--;
+    switch (armed.at) {
+    case CE_FAULT_BEFORE_SEND:
+        cut_link(c);
+        return 0;
+    case CE_FAULT_AFTER_SEND:
+        cut_link(c);
+        return ce_error_from_parts(err, 2013, "HY000",
+                                   "Lost connection to server during query (injected fault)");
+    default:
+        if (armed.errnum == 2006 || armed.errnum == 2013) cut_link(c);
+        snprintf(msg, sizeof msg, "injected fault: server error %u", armed.errnum);
+        return ce_error_from_parts(err, armed.errnum, sqlstate_of(armed.errnum), msg);
     }
 }

@@ -17,6 +17,7 @@ static const char *const code_names[] = {
     [CE_EJSON] = "json",
     [CE_EINVALID] = "invalid",
     [CE_ENOMEM] = "nomem",
+    [CE_ETOOMANY] = "too_many_statements",
     [CE_ESQL] = "sql",
 };
 
@@ -35,6 +36,7 @@ int ce_code_retryable(ce_code code)
     case CE_ETIMEOUT:
     case CE_EDEADLOCK:
     case CE_ELOCKWAIT:
+    case CE_ETOOMANY:
         return 1;
     default:
         return 0;
@@ -76,6 +78,7 @@ static ce_code classify(unsigned int errnum)
     case 1927: /* connection was killed */
     case 2006: /* server has gone away */
     case 2013: /* lost connection during query */
+    case 2014: /* commands out of sync: the link is in an unknown state, replace it */
     case 2055: /* lost connection (system error) */
     case 4031: /* disconnected by the server for inactivity */
         return CE_ELOST;
@@ -87,6 +90,8 @@ static ce_code classify(unsigned int errnum)
     case 2020: /* client packet too large */
     case 1406: /* data too long for column */
         return CE_ETOOLARGE;
+    case 1461: /* max_prepared_stmt_count reached */
+        return CE_ETOOMANY;
     case 1213:
         return CE_EDEADLOCK;
     case 1205:
@@ -109,8 +114,8 @@ int ce_error_from_parts(ce_error *err, unsigned int errnum, const char *sqlstate
     err->errnum = errnum;
     snprintf(err->sqlstate, sizeof err->sqlstate, "%s", sqlstate ? sqlstate : "HY000");
     snprintf(err->message, sizeof err->message, "%s", msg && *msg ? msg : "unknown error");
-    /* A read timeout surfaces as "lost connection"; say timeout when the message does. */
-    if (err->code == CE_ELOST && strstr(err->message, "timeout")) err->code = CE_ETIMEOUT;
+    /* A read or write timeout stays "lost" (its message says timeout): the statement may have
+     * run. "timeout" is kept for the server aborting a statement (1969/3024): it did not. */
     return -1;
 }
 

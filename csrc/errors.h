@@ -9,8 +9,8 @@
 typedef enum {
     CE_OK = 0,
     CE_ECONNECT,   /* could not (re)connect */
-    CE_ELOST,      /* connection lost; the statement may or may not have run */
-    CE_ETIMEOUT,   /* read/write/statement timeout */
+    CE_ELOST,      /* connection lost or timed out; the statement may or may not have run */
+    CE_ETIMEOUT,   /* the server aborted the statement (max_statement_time): it did not run */
     CE_EDUPLICATE, /* unique key violation */
     CE_ENOTFOUND,  /* the row asked for does not exist */
     CE_ETOOLARGE,  /* packet or value over the server's limit */
@@ -19,6 +19,7 @@ typedef enum {
     CE_EJSON,      /* invalid JSON */
     CE_EINVALID,   /* bad input caught before reaching the server */
     CE_ENOMEM,     /* allocation failed */
+    CE_ETOOMANY,   /* the server's prepared-statement limit (1461) */
     CE_ESQL        /* any other server error */
 } ce_code;
 

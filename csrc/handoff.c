@@ -50,7 +50,14 @@ int ce_ack_and_claim(ce_conn *c, const char *queue, ce_task_ref prev, const char
     ce_stage_if_due(c, queue);
     /* Ack and claim are one transaction inside the procedure: a deadlock rolls both back and
      * may run again; a lost link may have committed both, so it reports "lost". */
-    return ce_conn_run(c, CE_ONCE, handoff_op, &x, err);
+    if (ce_conn_run(c, CE_ONCE, handoff_op, &x, err) == 0) return 0;
+    /* Failed or lost: whether the ack landed is still known to the database. The caller gets
+     * the error and, in *acked, the ack's outcome (unknown stays 0: `ack` is safe to repeat). */
+    if (prev.id) {
+        ce_error ignored;
+        if (ce_ack_landed(c, prev, acked, &ignored) < 0) *acked = 0;
+    }
+    return -1;
 }
 
 typedef struct {

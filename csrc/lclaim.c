@@ -126,7 +126,13 @@ static int broker_ack_and_dequeue(lua_State *L)
     rc = ce_ack_and_claim(c, b->queue, prev, worker ? worker : b->worker_id,
                           lease < 0 ? c->cfg.lease : lease, &acked, &rows, &err);
     count_swept(L, c);
-    if (rc < 0) return aux_push_error(L, &err);
+    if (rc < 0) {
+        if (!acked) return aux_push_error(L, &err);
+        /* the ack landed, the claim failed: true, nil, err */
+        lbroker_count(L, "acked", 1);
+        lua_pushboolean(L, 1);
+        return 1 + aux_push_error(L, &err);
+    }
     if (acked) lbroker_count(L, "acked", 1);
     lua_pushboolean(L, acked);
     if (rows.nrows)

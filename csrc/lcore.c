@@ -344,7 +344,60 @@ static int core_hostname(lua_State *L)
     return 1;
 }
 
+/* Test-only fault seam (connection.h): core._inject_fault{at=, op=, nth=, count=, errno=} arms,
+ * core._inject_fault() disarms and returns how many firings were still pending.
+ *   at    "before_send" | "after_send" | "error" | "commit" (= after_send of the COMMIT)
+ *   op    a substring of the statement text ("COMMIT" for commits); any statement if absent
+ *   nth   fire at the nth matching statement (default 1), then count - 1 more (default 1)
+ *   errno the server error returned by at = "error" (1213, 1205, 2006, 2013, 1969, 3024, 1461) */
+static int core_inject_fault(lua_State *L)
+{
+    static const char *const keys[] = {"at", "op", "nth", "count", "errno", NULL};
+    ce_fault f;
+    const char *at;
+    memset(&f, 0, sizeof f);
+    if (lua_isnoneornil(L, 1)) {
+        lua_pushinteger(L, (lua_Integer)ce_fault_disarm());
+        return 1;
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        int known = 0;
+        lua_pop(L, 1);
+        for (int i = 0; keys[i]; i++)
+            known |= lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), keys[i]) == 0;
+        if (!known) return luaL_error(L, "_inject_fault: unknown option");
+    }
+    lua_getfield(L, 1, "at");
+    at = luaL_checkstring(L, -1);
+    if (strcmp(at, "before_send") == 0)
+        f.at = CE_FAULT_BEFORE_SEND;
+    else if (strcmp(at, "after_send") == 0 || strcmp(at, "commit") == 0)
+        f.at = CE_FAULT_AFTER_SEND;
+    else if (strcmp(at, "error") == 0)
+        f.at = CE_FAULT_ERROR;
+    else
+        return luaL_error(L,
+                          "_inject_fault: 'at' must be before_send, after_send, commit or error");
+    if (strcmp(at, "commit") == 0) snprintf(f.op, sizeof f.op, "COMMIT");
+    lua_getfield(L, 1, "op");
+    if (!lua_isnil(L, -1)) snprintf(f.op, sizeof f.op, "%s", luaL_checkstring(L, -1));
+    lua_getfield(L, 1, "nth");
+    f.nth = (unsigned long)luaL_optinteger(L, -1, 1);
+    lua_getfield(L, 1, "count");
+    f.count = (unsigned long)luaL_optinteger(L, -1, 1);
+    lua_getfield(L, 1, "errno");
+    f.errnum = (unsigned int)luaL_optinteger(L, -1, 0);
+    if ((f.at == CE_FAULT_ERROR) != (f.errnum != 0))
+        return luaL_error(L, "_inject_fault: 'errno' goes with at = \"error\" (and only there)");
+    if (f.nth < 1 || f.count < 1) return luaL_error(L, "_inject_fault: nth and count must be >= 1");
+    ce_fault_arm(&f);
+    return 0;
+}
+
 static const luaL_Reg functions[] = {
+    {"_inject_fault", core_inject_fault},
     {"connect", core_connect},
     {"set_json", core_set_json},
     {"counters", core_counters},

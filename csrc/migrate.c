@@ -4,6 +4,9 @@
 #include <string.h>
 
 #define LOCK_SECONDS 120
+/* DDL on a large table can take hours: migrations run on their own link with this read and
+ * write timeout instead of the broker's. */
+#define DDL_TIMEOUT 86400
 
 static const char SQL_CREATE_TABLE[] =
     "CREATE TABLE IF NOT EXISTS celers_migrations ("
@@ -30,6 +33,24 @@ static const char SQL_RENAME_OURS[] =
 static const char SQL_LIST[] =
     "SELECT version, name, " CE_EPOCH("applied_at") " FROM celers_migrations ORDER BY version";
 // clang-format on
+
+/* The error a finished DDL step gives when run again. A migration interrupted after some of its
+ * statements ran (each DDL commits on its own) is run again from its start by the next
+ * migrate(): the steps already done answer with one of these and are passed over. */
+static int already_done(const ce_error *err)
+{
+    switch (err->errnum) {
+    case 1050: /* table already exists */
+    case 1060: /* duplicate column name */
+    case 1061: /* duplicate key name */
+    case 1091: /* can't drop: does not exist */
+    case 1304: /* procedure already exists */
+    case 1826: /* duplicate foreign key constraint name */
+        return 1;
+    default:
+        return 0;
+    }
+}
 
 /* Run each statement of a migration. A statement ends with the delimiter (';' unless a
  * "DELIMITER x" line, as in the mariadb client, changed it) at the end of a line. Lines that
@@ -58,7 +79,7 @@ static int run_script(ce_conn *c, const char *script, ce_error *err)
             stmt[used++] = '\n';
             if (last) {
                 stmt[used] = '\0';
-                if (ce_conn_query(c, stmt, err) < 0) {
+                if (ce_conn_query(c, stmt, err) < 0 && !already_done(err)) {
                     free(stmt);
                     return -1;
                 }
@@ -124,8 +145,18 @@ static int migrate_op(ce_conn *c, void *ctx, ce_error *err)
 
 int ce_migrate(ce_conn *c, int *applied, ce_error *err)
 {
-    /* Each migration is recorded as it completes, so running again picks up where it was. */
-    return ce_conn_run(c, CE_REPEAT, migrate_op, applied, err);
+    ce_config cfg = c->cfg; /* shallow: ce_conn_open copies what it keeps */
+    ce_conn *ddl;
+    int rc;
+    cfg.read_timeout = cfg.write_timeout = DDL_TIMEOUT;
+    ddl = ce_conn_open(&cfg, err);
+    if (!ddl) return -1;
+    /* DDL is never repeated by the core (CE_ONCE): after "lost" the server may still be
+     * building an index. Each migration is recorded as it completes and a half-done one is
+     * finished by the next migrate() (already_done). */
+    rc = ce_conn_run(ddl, CE_ONCE, migrate_op, applied, err);
+    ce_conn_close(ddl);
+    return rc;
 }
 
 int ce_list_migrations(ce_conn *c, ce_rows *out, ce_error *err)

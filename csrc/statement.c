@@ -170,6 +170,23 @@ static int check_packet_size(ce_conn *c, const char *sql, const ce_param *params
     return 0;
 }
 
+/* Read and drop what a CALL (or a failed run) left on the link, so the next command is not
+ * refused with 2014 "commands out of sync". */
+static int drain(MYSQL_STMT *stmt, MYSQL *mysql, ce_error *err)
+{
+    int rc = 0;
+    mysql_stmt_free_result(stmt);
+    while (mysql_more_results(mysql)) {
+        int next = mysql_stmt_next_result(stmt);
+        /* a later result set may fail part-way: storing it surfaces that error */
+        if (next == 0 && mysql_stmt_field_count(stmt) && mysql_stmt_store_result(stmt)) next = 1;
+        if (next > 0 && rc == 0 && err) rc = ce_error_from_stmt(err, stmt);
+        if (next != 0) break;
+        mysql_stmt_free_result(stmt);
+    }
+    return rc;
+}
+
 int ce_exec(ce_conn *c, const char *sql, const ce_param *params, unsigned int nparams, ce_rows *out,
             unsigned long long *affected, ce_error *err)
 {
@@ -177,9 +194,10 @@ int ce_exec(ce_conn *c, const char *sql, const ce_param *params, unsigned int np
     MYSQL_BIND *binds = stack;
     MYSQL_STMT *stmt;
     MYSQL_RES *meta;
-    int rc = -1;
+    int rc = -1, ran = 0;
 
     if (out) memset(out, 0, sizeof *out);
+    if (ce_fault_point(c, CE_FAULT_BEFORE_SEND, sql, err) < 0) return -1;
     stmt = ce_conn_prepare(c, sql, err);
     if (!stmt) return -1;
     if (mysql_stmt_param_count(stmt) != nparams)
@@ -197,41 +215,39 @@ int ce_exec(ce_conn *c, const char *sql, const ce_param *params, unsigned int np
             goto done;
         }
     }
+    ran = 1;
     if (mysql_stmt_execute(stmt)) {
+        ce_conn_sent(c, ce_conn_unsent(mysql_stmt_errno(stmt)));
         ce_error_from_stmt(err, stmt);
         goto done;
     }
+    ce_conn_sent(c, 0);
     if (affected) *affected = mysql_stmt_affected_rows(stmt);
     meta = mysql_stmt_result_metadata(stmt);
     if (meta) {
         if (mysql_stmt_store_result(stmt)) {
             ce_error_from_stmt(err, stmt);
             mysql_free_result(meta);
-            mysql_stmt_free_result(stmt);
             goto done;
         }
-        if (out)
-            rc = fetch_all(stmt, meta, out, err);
-        else
-            rc = 0;
+        rc = out ? fetch_all(stmt, meta, out, err) : 0;
         mysql_free_result(meta);
-        mysql_stmt_free_result(stmt);
         if (rc < 0) goto done;
+        rc = -1;
     }
     /* A CALL answers with its result sets and a final status: consume them all. */
-    while (mysql_more_results(c->mysql)) {
-        int next = mysql_stmt_next_result(stmt);
-        if (next > 0) {
-            ce_error_from_stmt(err, stmt);
-            if (out) ce_rows_free(out);
-            rc = -1;
-            goto done;
-        }
-        if (next < 0) break;
-        mysql_stmt_free_result(stmt);
-    }
-    rc = 0;
+    if (drain(stmt, c->mysql, err) < 0) goto done;
+    rc = ce_fault_point(c, CE_FAULT_AFTER_SEND, sql, err);
 done:
+    if (rc < 0) {
+        if (out) ce_rows_free(out);
+        /* A run that failed part-way may leave rows or results behind: read what is left and
+         * close the statement, so neither it nor the next command waits on stale state. */
+        if (ran && c->mysql) {
+            drain(stmt, c->mysql, NULL);
+            ce_conn_forget(c, stmt);
+        }
+    }
     if (binds != stack) free(binds);
     return rc;
 }

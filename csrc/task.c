@@ -52,9 +52,21 @@ static const char SQL_ACK[] =
 static const char SQL_RETRY[] =
     "UPDATE celers_tasks SET state = IF(" RETRY_DELAY_US " > 0, 'scheduled', 'pending'), "
     "scheduled_at = DATE_ADD(NOW(6), INTERVAL " RETRY_DELAY_US " MICROSECOND), "
-    "error_message = COALESCE(?, error_message), worker_id = NULL, claim_id = NULL, "
-    "lease_expires_at = NULL "
+    "error_message = COALESCE(?, error_message), worker_id = NULL, lease_expires_at = NULL "
     "WHERE " FENCE " AND retry_count < max_retries";
+
+/* A fenced settle that changed nothing may be a repeat after "lost": these tell whether the
+ * task already is where this claim put it (claim_id stays on a completed or requeued row). */
+static const char SQL_ACKED[] =
+    "SELECT COUNT(*) FROM celers_tasks WHERE id = ? AND claim_id = ? AND state = 'completed'";
+static const char SQL_REQUEUED[] =
+    "SELECT COUNT(*) FROM celers_tasks "
+    "WHERE id = ? AND claim_id = ? AND state IN ('pending', 'scheduled')";
+/* (the DLQ row keeps the claim it was moved under, sql/011) */
+static const char SQL_DEAD_LETTERED[] =
+    "SELECT COUNT(*) FROM celers_dead_letter_queue AS d WHERE d.task_id = ? AND d.claim_id = ? "
+    "AND NOT EXISTS (SELECT 1 FROM celers_tasks AS t WHERE t.id = d.task_id)";
+#define ACKED_PAIRS "SELECT COUNT(*) FROM celers_tasks WHERE state = 'completed' AND (id, claim_id) IN ("
 
 static const char SQL_LOCK_HELD[] = "SELECT id FROM celers_tasks WHERE " FENCE " FOR UPDATE";
 
@@ -311,10 +323,49 @@ static int settle_once(ce_conn *c, const char *sql, const ce_param *p, unsigned 
     return 0;
 }
 
+/* A fenced settle that changed nothing may be a repeat after "lost": did this claim already
+ * do it? (sql takes the id and the claim; a bare id cannot tell.) */
+static int settled_before(ce_conn *c, const char *sql, ce_task_ref ref, int *ok, ce_error *err)
+{
+    ce_param q[2] = {ce_pstr(ref.id), ce_pstr(ref.claim_id)};
+    long long n = 0;
+    if (*ok || !ref.claim_id) return 0;
+    if (ce_run_count(c, CE_REPEAT, sql, q, 2, &n, err) < 0) return -1;
+    *ok = n > 0;
+    return 0;
+}
+
+/* ack_batch's count after a repeat: the tasks these claims completed, now or before. */
+static int completed_pairs(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long long *acked,
+                           ce_error *err)
+{
+    char *sql = pairs_sql(ACKED_PAIRS, n);
+    ce_param *p = malloc(sizeof *p * pair_bucket(n) * 2);
+    long long done = 0;
+    int rc;
+    if (!sql || !p) {
+        free(sql);
+        free(p);
+        return ce_error_set(err, CE_ENOMEM, "out of memory");
+    }
+    rc = ce_run_count(c, CE_REPEAT, sql, p, put_pairs(p, refs, n), &done, err);
+    free(sql);
+    free(p);
+    if (rc == 0) *acked = (unsigned long long)done;
+    return rc;
+}
+
 int ce_ack(ce_conn *c, ce_task_ref ref, int *ok, ce_error *err)
 {
     ce_param p[2] = {ce_pstr(ref.id), ce_pstr(ref.claim_id)};
-    return settle_once(c, SQL_ACK, p, 2, ok, err);
+    if (settle_once(c, SQL_ACK, p, 2, ok, err) < 0) return -1;
+    return settled_before(c, SQL_ACKED, ref, ok, err);
+}
+
+int ce_ack_landed(ce_conn *c, ce_task_ref ref, int *landed, ce_error *err)
+{
+    *landed = 0;
+    return settled_before(c, SQL_ACKED, ref, landed, err);
 }
 
 /* One UPDATE fenced per row by (id, claim_id) IN ((?, ?), ...), a range on the primary key;
@@ -398,6 +449,7 @@ int ce_ack_batch(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long lo
     for (size_t from = 0; from < n; from += CE_IN_CHUNK) {
         ack_batch_ctx x = {refs + from, n - from < CE_IN_CHUNK ? n - from : CE_IN_CHUNK, 0};
         if (ce_conn_run(c, CE_ONCE, ack_batch_op, &x, err) < 0) return -1;
+        if (x.acked < x.n && completed_pairs(c, x.refs, x.n, &x.acked, err) < 0) return -1;
         *acked += x.acked;
     }
     return 0;
@@ -474,6 +526,7 @@ int ce_reject(ce_conn *c, ce_task_ref ref, int requeue, double delay, const char
                           ce_pstr(ref.claim_id)};
         int ok = 0;
         if (settle_once(c, SQL_RETRY, p, 13, &ok, err) < 0) return -1;
+        if (settled_before(c, SQL_REQUEUED, ref, &ok, err) < 0) return -1;
         if (ok) {
             *outcome = 1;
             return 0;
@@ -481,6 +534,7 @@ int ce_reject(ce_conn *c, ce_task_ref ref, int requeue, double delay, const char
         /* Not requeued: either the claim is gone or the retries are spent. */
     }
     if (ce_conn_run(c, CE_REPEAT, dead_letter_op, &d, err) < 0) return -1;
+    if (settled_before(c, SQL_DEAD_LETTERED, ref, &d.moved, err) < 0) return -1;
     *outcome = d.moved ? 2 : 0;
     return 0;
 }

@@ -67,6 +67,8 @@ int ce_ack_in_tx(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long lo
 
 /* Settling: *ok is 1 when the task was still held under that claim and changed. */
 int ce_ack(ce_conn *c, ce_task_ref ref, int *ok, ce_error *err);
+/* Is ref completed under its claim (an ack, or ack_and_claim's ack, landed)? 0 for a bare id. */
+int ce_ack_landed(ce_conn *c, ce_task_ref ref, int *landed, ce_error *err);
 int ce_ack_batch(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long long *acked,
                  ce_error *err);
 /* Failed attempt. requeue with retries left: back to pending after delay (< 0: the broker's
