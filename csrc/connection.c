@@ -292,8 +292,14 @@ int ce_conn_query(ce_conn *c, const char *sql, ce_error *err)
 
 int ce_conn_begin(ce_conn *c, ce_error *err)
 {
-    int landed = c->landed; /* START TRANSACTION changes nothing by itself */
-    int rc = ce_conn_query(c, "START TRANSACTION", err);
+    int landed, rc;
+    if (c->user_tx) {
+        if (ce_conn_query(c, "SAVEPOINT celers_op", err) < 0) return -1;
+        c->op_savepoint = 1;
+        return 0;
+    }
+    landed = c->landed; /* START TRANSACTION changes nothing by itself */
+    rc = ce_conn_query(c, "START TRANSACTION", err);
     c->landed = landed;
     if (rc < 0) return -1;
     c->in_tx = 1;
@@ -302,6 +308,10 @@ int ce_conn_begin(ce_conn *c, ce_error *err)
 
 int ce_conn_commit(ce_conn *c, ce_error *err)
 {
+    if (c->user_tx) { /* the operation's work stays in the application's transaction */
+        c->op_savepoint = 0;
+        return 0;
+    }
     c->in_tx = 0;
     if (!c->mysql) return ce_error_set(err, CE_ELOST, "not connected");
     if (ce_fault_point(c, CE_FAULT_BEFORE_SEND, "COMMIT", err) < 0) {
@@ -325,6 +335,13 @@ int ce_conn_commit(ce_conn *c, ce_error *err)
 
 void ce_conn_rollback(ce_conn *c)
 {
+    if (c->user_tx) { /* undo the failed operation only; the application decides the rest */
+        ce_error ignored;
+        if (c->op_savepoint && c->mysql)
+            ce_conn_query(c, "ROLLBACK TO SAVEPOINT celers_op", &ignored);
+        c->op_savepoint = 0;
+        return;
+    }
     if (c->in_tx && c->mysql) mysql_rollback(c->mysql);
     c->in_tx = 0;
 }
@@ -350,9 +367,40 @@ static int link_lost(const ce_error *err)
     return err->code == CE_ELOST;
 }
 
+/* Inside an application transaction an operation runs once: its statements cannot be
+ * repeated without the application's, and a deadlock or a lost link ends the whole
+ * transaction on the server, which is remembered so that nothing runs outside it. */
+static int run_in_user_tx(ce_conn *c, ce_op_fn fn, void *ctx, ce_error *err)
+{
+    if (c->user_tx_dead || !c->mysql) {
+        if (!c->user_tx_dead) {
+            ce_error_set(&c->user_tx_err, CE_ELOST, "not connected");
+            c->user_tx_dead = 1;
+        }
+        *err = c->user_tx_err;
+        ce_error_prefix(err, "the transaction was already rolled back: ", (const char *)NULL);
+        return -1;
+    }
+    ce_error_clear(err);
+    if (fn(c, ctx, err) == 0) return 0;
+    if (link_lost(err)) {
+        drop_link(c);
+        c->broken = 1;
+        c->user_tx_dead = 1;
+    } else if (err->code == CE_EDEADLOCK) {
+        c->user_tx_dead = 1; /* InnoDB rolled the whole transaction back */
+    } else {
+        ce_conn_rollback(c);
+    }
+    c->op_savepoint = 0;
+    if (c->user_tx_dead) c->user_tx_err = *err;
+    return -1;
+}
+
 int ce_conn_run(ce_conn *c, ce_repeat repeat, ce_op_fn fn, void *ctx, ce_error *err)
 {
     int lost_retried = 0, unlanded = 0, deadlocks = 0, flushed = 0;
+    if (c->user_tx) return run_in_user_tx(c, fn, ctx, err);
     for (;;) {
         int was_committing, landed;
         if (c->broken || !c->mysql || link_dead(c)) {

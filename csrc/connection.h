@@ -37,6 +37,13 @@ typedef struct ce_conn {
     int committing;           /* a COMMIT was sent and has not been answered */
     int landed;               /* this attempt sent something that may have taken effect */
     unsigned long reconnects; /* how many times the link was re-established */
+    /* An application transaction (transaction.h) is open: every operation joins it, nothing
+     * begins, commits or repeats on its own; a multi-statement operation runs under a
+     * savepoint so that a failed one leaves nothing behind. */
+    int user_tx;
+    int user_tx_dead;     /* the server ended it (deadlock, lost link): only rollback remains */
+    ce_error user_tx_err; /* why it is dead */
+    int op_savepoint;     /* an operation's savepoint is set inside the user transaction */
     struct {
         char queue[256];
         double at;            /* monotonic seconds */

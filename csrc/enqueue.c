@@ -35,6 +35,27 @@ void ce_task_spec_init(ce_task_spec *t)
 #define INSERT_PARAMS_NOW 10
 #define ON_DUPLICATE_KEEP " ON DUPLICATE KEY UPDATE id = id"
 
+/* A unique task: INSERT_ROW plus its key, hashed by the server from the caller's text and
+ * the period's window on the server's clock (shift " - 1": the window before). */
+// clang-format off
+#define UNIQUE_KEY(shift) \
+    "SHA2(CONCAT(?, '#', IFNULL(CAST(FLOOR(" CE_EPOCH("NOW(6)") " / ?) AS SIGNED)" shift ", '-')), 256)"
+static const char SQL_INSERT_UNIQUE[] =
+    "INSERT INTO celers_tasks (id, task_name, payload, payload_type, priority, max_retries, "
+    "queue, scheduled_at, state, timeout_seconds, metadata, idempotency_key, created_at, "
+    "unique_key, unique_states) VALUES "
+    "(?, ?, ?, ?, ?, ?, ?, "
+    "COALESCE(DATE_ADD(TIMESTAMP'1970-01-01 00:00:00', "
+    "INTERVAL ROUND(1000000 * CAST(? AS DECIMAL(20, 6))) MICROSECOND), " CE_FROM_NOW("?") "), "
+    "IF(scheduled_at > NOW(6), 'scheduled', 'pending'), ?, ?, ?, NOW(6), "
+    UNIQUE_KEY("") ", ?)" ON_DUPLICATE_KEEP;
+/* The holder of the key; the window may have turned between the insert and this read. */
+static const char SQL_ID_BY_UNIQUE[] =
+    "SELECT id FROM celers_tasks WHERE unique_hold IN (" UNIQUE_KEY("") ", " UNIQUE_KEY(" - 1") ") "
+    "ORDER BY created_at DESC, id DESC LIMIT 1";
+// clang-format on
+#define UNIQUE_PARAMS 3
+
 static const char SQL_ID_BY_KEY[] =
     "SELECT id FROM celers_tasks WHERE queue = ? AND idempotency_key = ?";
 
@@ -91,22 +112,41 @@ static int key_lookup(ce_conn *c, const char *queue, const char *key, char *id, 
     return ce_exec_string(c, SQL_ID_BY_KEY, p, 2, id, CE_UUID_LEN + 1, found, err);
 }
 
+static ce_param unique_period(const ce_task_spec *t)
+{
+    return t->unique_period > 0 ? ce_pdouble(t->unique_period) : ce_pnull();
+}
+
+static int unique_lookup(ce_conn *c, const ce_task_spec *t, char *id, int *found, ce_error *err)
+{
+    ce_param p[4] = {ce_ptext(t->unique_text, t->unique_text_len), unique_period(t),
+                     ce_ptext(t->unique_text, t->unique_text_len), unique_period(t)};
+    return ce_exec_string(c, SQL_ID_BY_UNIQUE, p, 4, id, CE_UUID_LEN + 1, found, err);
+}
+
 static int enqueue_op(ce_conn *c, void *vctx, ce_error *err)
 {
     enqueue_ctx *x = vctx;
     const ce_task_spec *t = x->t;
     const char *queue = t->queue ? t->queue : x->queue;
-    ce_param p[INSERT_PARAMS];
+    ce_param p[INSERT_PARAMS + UNIQUE_PARAMS];
     unsigned long long affected = 0;
-    int keyed = t->idempotency_key != NULL;
+    int keyed = t->idempotency_key != NULL, unique = t->unique_text != NULL;
 
     static const char *const sql[2][2] = {
         {INSERT_COLUMNS INSERT_ROW_NOW, INSERT_COLUMNS INSERT_ROW_NOW ON_DUPLICATE_KEEP},
         {INSERT_COLUMNS INSERT_ROW, INSERT_COLUMNS INSERT_ROW ON_DUPLICATE_KEEP}};
-    int timed = is_timed(t);
+    int timed = is_timed(t) || unique;
     unsigned int np = put_insert_params(p, t, x->id, x->queue, timed);
+    const char *insert = sql[timed][keyed];
+    if (unique) {
+        p[np++] = ce_ptext(t->unique_text, t->unique_text_len);
+        p[np++] = unique_period(t);
+        p[np++] = ce_pint((long long)t->unique_states);
+        insert = SQL_INSERT_UNIQUE;
+    }
     x->attempts++;
-    if (ce_exec(c, sql[timed][keyed], p, np, NULL, &affected, err) < 0) {
+    if (ce_exec(c, insert, p, np, NULL, &affected, err) < 0) {
         /* Repeated after a lost link: our own fresh id already there means the first try landed. */
         if (err->code == CE_EDUPLICATE && x->attempts > 1 && !t->id) {
             *x->created = 1;
@@ -119,7 +159,8 @@ static int enqueue_op(ce_conn *c, void *vctx, ce_error *err)
         char mine[CE_UUID_LEN + 1];
         int found = 0;
         memcpy(mine, x->id, sizeof mine);
-        if (key_lookup(c, queue, t->idempotency_key, x->id, &found, err) < 0) return -1;
+        if (keyed && key_lookup(c, queue, t->idempotency_key, x->id, &found, err) < 0) return -1;
+        if (!found && unique && unique_lookup(c, t, x->id, &found, err) < 0) return -1;
         if (!found)
             return ce_error_set(err, CE_EDUPLICATE, "a task with id '%s' already exists", x->id);
         /* Repeated after a lost link and the key holds our own fresh id: the first try landed. */

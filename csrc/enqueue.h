@@ -22,12 +22,18 @@ typedef struct ce_task_spec {
     double delay, eta;    /* seconds from now / Unix time */
     const char *metadata; /* JSON text or NULL */
     const char *idempotency_key;
+    /* unique jobs (sql/030_unique_jobs.sql): what makes two tasks the same, as text the server
+     * hashes (NULL: not unique); the window in seconds (<= 0: none); states holding the key */
+    const char *unique_text;
+    unsigned long unique_text_len;
+    double unique_period;
+    unsigned int unique_states;
 } ce_task_spec;
 
 void ce_task_spec_init(ce_task_spec *t);
 
-/* Enqueue one task; id_out gets its id. With an idempotency key already used in the queue,
- * id_out gets the first task's id and *created is 0. */
+/* Enqueue one task; id_out gets its id. With an idempotency key already used in the queue, or
+ * a unique key held by another task, id_out gets that task's id and *created is 0. */
 int ce_enqueue(ce_conn *c, const char *queue, const ce_task_spec *t, char id_out[CE_UUID_LEN + 1],
                int *created, ce_error *err);
 /* Enqueue n tasks all-or-nothing. ids must hold n ids. With skip_existing, rows whose id or

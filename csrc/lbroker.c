@@ -42,7 +42,15 @@ static lbroker *to_broker(lua_State *L, const char *fn)
 lbroker *lbroker_check(lua_State *L, const char *fn)
 {
     lbroker *b = to_broker(L, fn);
-    if (!b->shared || !b->shared->conn) luaL_error(L, "celers: %s: the broker is closed", fn);
+    if (!b->shared || !b->shared->conn)
+        luaL_error(L, "celers: %s: the broker is closed", fn);
+    else if (b->tx == LBROKER_TX_OVER)
+        luaL_error(L, "celers: %s: the transaction is over", fn);
+    else if (b->shared->tx_open && b->tx != LBROKER_TX_OPEN)
+        luaL_error(L,
+                   "celers: %s: a transaction is open on this connection (nested transactions "
+                   "are not supported; inside it, call the tx object)",
+                   fn);
     return b;
 }
 
@@ -57,6 +65,7 @@ static int broker_gc(lua_State *L)
 {
     lbroker *b = luaL_testudata(L, 1, BROKER_MT);
     if (!b) return 0;
+    ltransaction_abandon(b);
     if (b->shared && --b->shared->refs == 0) {
         ce_conn_close(b->shared->conn);
         free(b->shared);

@@ -13,13 +13,19 @@
 typedef struct shared_conn {
     ce_conn *conn; /* NULL once closed */
     unsigned int refs;
+    int tx_open; /* broker:transaction is running: only its tx object may use the link */
 } shared_conn;
 
 typedef struct lbroker {
     shared_conn *shared; /* counted reference */
     char *queue;         /* owned */
     char *worker_id;     /* owned: default worker id of claims */
+    int tx;              /* LBROKER_TX_*: whether this object is a transaction's handle */
 } lbroker;
+
+#define LBROKER_TX_NONE 0
+#define LBROKER_TX_OPEN 1 /* the handle of the open transaction */
+#define LBROKER_TX_OVER 2 /* its transaction committed or rolled back */
 
 /* Check argument 1 is an open broker; fn names the method in error messages. */
 lbroker *lbroker_check(lua_State *L, const char *fn);
@@ -34,5 +40,7 @@ void lbroker_count(lua_State *L, const char *key, lua_Number n);
 /* Register the broker type (metatable, __gc, close, with_queue, queue, worker_id) and push
  * its methods table, to which the other binding files add theirs (lmethods.h). */
 void lbroker_open(lua_State *L);
+/* Roll back the transaction of a handle being collected without having ended it. */
+void ltransaction_abandon(lbroker *b);
 
 #endif

@@ -199,6 +199,7 @@ static int core_connect(lua_State *L)
     }
     shared->conn = conn;
     shared->refs = 0;
+    shared->tx_open = 0;
     /* lbroker_push takes the reference; if it raises, the userdata's __gc releases it. */
     lbroker_push(L, shared, conn->cfg.queue, worker_opt ? worker_opt : worker);
     ce_config_free(&cfg);
@@ -447,8 +448,8 @@ static void register_library_end(lua_State *L)
 
 /* The binding files' methods, added to the broker's methods table in this order. */
 static void (*const method_opens[])(lua_State *L) = {
-    lenqueue_open, lclaim_open,   ladmin_open,     lupkeep_open,
-    lworkers_open, lmigrate_open, ldashboard_open, lexecute_open,
+    lenqueue_open,   lclaim_open,     ladmin_open,       lupkeep_open, lworkers_open,
+    lmigrate_open,   ldashboard_open, ltransaction_open, lsnooze_open, lexecute_open,
 };
 
 static void open_counters(lua_State *L)

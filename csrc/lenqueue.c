@@ -7,6 +7,7 @@
 #include "lbroker.h"
 #include "lmethods.h"
 #include "lrows.h"
+#include "lunique.h"
 
 static void count_by_type(lua_State *L, const char *name, lua_Number n)
 {
@@ -91,6 +92,8 @@ static void read_task_table(lua_State *L, int idx, const char *fn, ce_task_spec 
                 meta_table = 1;
             else
                 aux_arg_error(L, fn, "metadata", "a table or a JSON string", -1);
+        } else if (!item && strcmp(k, "unique") == 0) {
+            /* read by lunique_read once the payload and queue are known */
         } else
             luaL_error(L, "celers: %s: unknown option '%s'", fn, k);
         lua_pop(L, 1);
@@ -155,6 +158,7 @@ static int broker_enqueue(lua_State *L)
     ce_task_spec t;
     lua_settop(L, 4);
     read_enqueue_args(L, "enqueue", 2, 4, &t);
+    lunique_read(L, 4, 3, "enqueue", b->queue, &t);
     return do_enqueue(L, b, "enqueue", &t);
 }
 
@@ -168,6 +172,7 @@ static int enqueue_timed(lua_State *L, const char *fn, const char *arg, int is_e
     lua_settop(L, 5);
     v = aux_check_within(L, 4, fn, arg, is_eta ? AUX_MAX_UNIX_TIME : AUX_MAX_SECONDS);
     read_enqueue_args(L, fn, 2, 5, &t);
+    lunique_read(L, 5, 3, fn, b->queue, &t);
     t.has_eta = is_eta;
     t.eta = is_eta ? v : 0;
     t.has_delay = !is_eta;

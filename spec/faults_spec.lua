@@ -85,6 +85,9 @@ local METHODS = {
      setup = function(b) assert(b:enqueue_after("m", "x", 0.001)); core.sleep(0.01) end,
      call = function(b) return b:promote_scheduled() end,
      landed = function(s) return s.pending == 1 end, twice = function() return false end },
+   { name = "snooze", op = "retry_count = GREATEST(retry_count - 1, 0)", setup = function(b) return held(b) end,
+     call = function(b, t) return b:snooze(t, 5) end, settle = true,
+     landed = function(s) return s.processing == 0 and s.total == 1 and s.dlq == 0 end, twice = function(s) return s.total ~= 1 end },
    { name = "touch", op = "SET lease_expires_at", setup = function(b) return held(b) end,
      call = function(b, t) return b:touch(t, 600) end, settle = true,
      landed = function(_, c, t) return c:get_task(t.id).lease_expires_at > core.time() + 500 end,
@@ -220,6 +223,8 @@ local NOT_IN_MATRIX = {
    close = "no statement", queue = "no statement", with_queue = "no statement", worker_id = "no statement",
    connection_id = "no statement",
    migrate = "spec/migrate_faults_spec.lua interrupts every statement of every migration",
+   transaction = "spec/transaction_spec.lua: a deadlock and a lost link inside are returned, never repeated",
+   execute = "spec/transaction_spec.lua: only inside broker:transaction, whose failures end it",
 }
 
 describe("faults", function()

@@ -28,6 +28,7 @@ local celers = {
 }
 
 local methods = core.broker_methods
+require("celers.transaction").install(methods)
 
 --- Connect to the server: a DSN string (mysql://user:pass@host:port/db?queue=...) or an
 -- options table. Returns a broker, or nil and an error table.

@@ -198,7 +198,8 @@ function M.new(opts)
   w.worker_id = w.broker:worker_id()
   w.dq_opts = w.lease and { lease = w.lease } or nil
   w.counts = { processed = 0, succeeded = 0, failed = 0, retried = 0, dead_lettered = 0,
-               lost = 0, unknown = 0, polls = 0, empty_polls = 0, db_errors = 0 }
+               lost = 0, unknown = 0, polls = 0, empty_polls = 0, db_errors = 0,
+               snoozed = 0, cancelled = 0 }
   w.in_hand = {}
   w.heartbeat_next = 0 -- no task in hand is due for a lease extension before this time
   w.done = {}       -- finished tasks waiting for the batched ack: { task=, result= }
@@ -311,6 +312,8 @@ function Worker:_heartbeat(force)
     local h = self.in_hand[i]
     if held[k] then
       h.touched = now
+    elseif self:_was_cancelled(h) then
+      table.remove(self.in_hand, i)
     else
       h.lost = true
       table.remove(self.in_hand, i)
@@ -322,8 +325,43 @@ function Worker:_heartbeat(force)
   return n == #due
 end
 
+-- A task in hand that the heartbeat could not extend: was it cancelled under our claim
+-- (broker:cancel keeps the claim on the row)? Then it is ours to drop, not lost. Rare: one
+-- read per missed task.
+function Worker:_was_cancelled(h)
+  local row = self.broker:get_task(h.task.id)
+  if not (row and row.state == "cancelled" and row.claim_id == h.task.claim_id) then return false end
+  h.lost, h.cancelled = true, true -- nothing settles it any more
+  self.counts.cancelled = self.counts.cancelled + 1
+  self.log("info", ("task %s (%s) was cancelled while running"):format(h.task.id, h.task.name))
+  self:_emit("cancelled", { task = h.task })
+  return true
+end
+
 local Ctx = {}
 Ctx.__index = Ctx
+
+-- What ctx:snooze returns: the handler hands it back to ask for a later run.
+local Snooze = {}
+
+--- `return ctx:snooze(seconds)`: run this task again after `seconds` without using up an
+-- attempt (the claim's attempt is given back; the lease is released).
+function Ctx.snooze(_, seconds)
+  -- seconds ~= seconds: NaN
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 or seconds == math.huge then
+    error(("celers: snooze: 'seconds' must be a non-negative finite number (got %s)"):format(
+      tostring(seconds)), 2)
+  end
+  return setmetatable({ seconds = seconds }, Snooze)
+end
+
+--- Was this task cancelled (broker:cancel, `celers cancel`) while it runs? Answers from the
+-- lease heartbeat (one round trip when a heartbeat is due, else none), so it notices within
+-- the heartbeat interval. A cancelled task is not settled whatever the handler returns.
+function Ctx:cancelled()
+  self.worker:_heartbeat(false)
+  return self.entry.cancelled == true
+end
 
 --- Extend the lease of this task (and the other tasks in hand) when due. Returns false when
 -- this task's lease was lost: another worker may already run it, so stop early.
@@ -546,10 +584,26 @@ function Worker:process(task, entry)
   end
   if not r[1] then
     self:_failed(task, handler, r[2])
+  elseif getmetatable(r[2]) == Snooze then
+    self:_snoozed(task, r[2].seconds)
   elseif r[2] == nil and r[3] ~= nil then
     self:_failed(task, handler, r[3])
   else
     self:_succeeded(task, handler, r[2])
+  end
+end
+
+-- A handler snoozed its task: back to waiting, the attempt given back (fenced by the claim).
+function Worker:_snoozed(task, seconds)
+  local ok, err = self.broker:snooze(task, seconds)
+  if ok == nil then
+    self:_db_failed("snoozing task " .. tostring(task.id), err) -- its lease brings it back
+  elseif not ok then
+    self.counts.lost = self.counts.lost + 1
+    self:_emit("lost", { task = task })
+  else
+    self.counts.snoozed = self.counts.snoozed + 1
+    self:_emit("snooze", { task = task, delay = seconds })
   end
 end
 
