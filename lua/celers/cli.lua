@@ -472,6 +472,23 @@ local function fail(err)
   return 1
 end
 
+-- The task `id` of the broker's queue, or nil and the exit code after saying why (a failure,
+-- no such task, or a task of another queue: commands act on their own queue only).
+local function task_in_queue(b, id)
+  local t, terr = b:get_task(id)
+  if terr then return nil, fail(terr) end
+  if not t then
+    io.stderr:write("celers: no task ", id, "\n")
+    return nil, 1
+  end
+  if t.queue ~= b:queue() then
+    io.stderr:write(("celers: task %s is in queue %s, not %s (use --queue %s)\n"):format(id, t.queue, b:queue(),
+      t.queue))
+    return nil, 1
+  end
+  return t
+end
+
 local TASK_COLS = {
   { "id", "ID" }, { "name", "NAME" }, { "state", "STATE" }, { "priority", "PRI" },
   { "retry_count", "TRIES" }, { "scheduled_at", "SCHEDULED", fmt_time }, { "worker_id", "WORKER" },
@@ -670,17 +687,8 @@ function commands.tasks(o)
   if sub == "show" then
     local id = o._pos[2]
     if not id then usage_error("tasks show needs an ID") end
-    local t, terr = b:get_task(id)
-    if terr then return fail(terr) end
-    if not t then
-      io.stderr:write("celers: no task ", id, "\n")
-      return 1
-    end
-    if t.queue ~= b:queue() then
-      io.stderr:write(("celers: task %s is in queue %s, not %s (use --queue %s)\n"):format(id, t.queue, b:queue(),
-        t.queue))
-      return 1
-    end
+    local t, code = task_in_queue(b, id)
+    if not t then return code end
     if o.json then emit_json(strip_task(t)) return 0 end
     print_kv(strip_task(t), { "id", "name", "queue", "state", "priority", "retry_count", "max_retries",
       "created_at", "scheduled_at", "started_at", "completed_at", "worker_id", "lease_expires_at", "timeout",
@@ -901,17 +909,8 @@ local function task_command(o, what, method, done_word, states)
   no_extra(o, 1)
   local b, err = connect(o)
   if not b then return fail(err) end
-  local t, terr = b:get_task(id)
-  if terr then return fail(terr) end
-  if not t then
-    io.stderr:write("celers: no task ", id, "\n")
-    return 1
-  end
-  if t.queue ~= b:queue() then
-    io.stderr:write(("celers: task %s is in queue %s, not %s (use --queue %s)\n"):format(id, t.queue, b:queue(),
-      t.queue))
-    return 1
-  end
+  local t, code = task_in_queue(b, id)
+  if not t then return code end
   local ok, merr = method(b, id)
   if ok == nil then return fail(merr) end
   if not ok then
