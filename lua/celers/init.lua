@@ -1,7 +1,7 @@
 --- celers: a MySQL/MariaDB task queue.
 -- `require "celers"` gives connect() and, on first use, the Lua layer's modules
 -- (celers.worker, celers.retry, celers.circuit_breaker, celers.recurring, celers.bulk,
--- celers.metrics, celers.cron). Brokers are userdata from the C core (celers.core).
+-- celers.metrics, celers.cron, celers.workflow). Brokers are userdata from the C core (celers.core).
 local core = require "celers.core"
 
 -- Table payloads, metadata and results travel as JSON through the core's exact codec
@@ -43,7 +43,7 @@ end
 
 local submodules = {
   worker = true, retry = true, circuit_breaker = true, recurring = true, bulk = true,
-  metrics = true, cron = true, cli = true,
+  metrics = true, cron = true, cli = true, workflow = true,
 }
 
 setmetatable(celers, {
