@@ -82,8 +82,8 @@ end
 
 local collector_added = false
 
---- Refresh the gauges of this broker's queue from the database and the counters from
--- this process. Returns the statistics, or nil and an error.
+--- Refresh the gauges of this broker's queue (and of the workflows) from the database and
+-- the counters from this process. Returns the statistics, or nil and an error.
 function methods:update_metrics()
   local metrics = celers.metrics
   if not collector_added then
@@ -94,6 +94,13 @@ function methods:update_metrics()
   if not stats then return nil, err end
   metrics.update_from_statistics(self:queue(), stats)
   collect_counters()
+  -- workflows span every queue; a database not migrated to them has no such gauges
+  local counts, werr = celers.workflow.counts(self)
+  if counts then
+    metrics.update_from_workflow_counts(counts)
+  elseif werr.errno ~= 1146 then
+    return nil, werr
+  end
   return stats
 end
 
