@@ -658,4 +658,91 @@ describe("celers.workflow", function()
          assert(broker:execute("SET SESSION innodb_lock_wait_timeout = 50"))
       end)
    end)
+
+   describe("the CLI: celers workflows", function()
+      local proc = require "spec.proc_helper"
+      local function cli(args)
+         local out = os.tmpname()
+         local code = proc.run("sh -c " .. helper.shell_quote("CELERS_LUA=" .. helper.shell_quote(helper.lua())
+            .. " CELERS_DSN=" .. helper.shell_quote(dsn) .. " " .. helper.shell_quote(helper.root .. "/bin/celers") .. " "
+            .. args .. " >" .. out .. " 2>" .. out .. ".err"))
+         local o, e = proc.read_file(out) or "", proc.read_file(out .. ".err") or ""
+         os.remove(out)
+         os.remove(out .. ".err")
+         return code, o, e
+      end
+
+      it("refuses wrong arguments with exit 2 and a usage line, writing nothing", function()
+         assert(workflow.chain { { "a", "" }, { "b", "" } }:start(broker))
+         for _, c in ipairs {
+            { "workflows", "workflows needs 'list', 'show ID', 'cancel ID' or 'resume'" },
+            { "workflows bogus", "workflows needs" },
+            { "workflows show", "workflows show needs a workflow ID" },
+            { "workflows cancel", "workflows cancel needs a workflow ID" },
+            { "workflows show a b", "unexpected argument 'b'" },
+            { "workflows list extra", "unexpected argument 'extra'" },
+            { "workflows resume extra", "unexpected argument 'extra'" },
+            { "workflows list --state done", "--state must be running, succeeded, failed or cancelled" },
+            { "workflows list --limit x", "--limit must be an integer" },
+            { "workflows list --offset -1", "--offset must be an integer >= 0" },
+            { "workflows resume --limit 0", "--limit must be an integer >= 1" },
+            { "workflows show x --state failed", "--state is for workflows list" },
+            { "workflows cancel x --limit 3", "--limit is for workflows list and resume" },
+            { "workflows resume --yes", "unknown option --yes for 'workflows'" },
+         } do
+            local code, _, err = cli(c[1])
+            assert.equal(2, code, c[1] .. ": " .. err)
+            assert.matches("^celers: ", err)
+            assert.matches(c[2], err, 1, true)
+            assert.matches("\nUsage: celers workflows", "\n" .. err, 1, true)
+         end
+         local code, out = cli("workflows --help")
+         assert.equal(0, code)
+         assert.matches("Usage: celers workflows list", out, 1, true)
+         assert.equal(1, count("celers_tasks"))
+         assert.equal("running", scalar("SELECT state FROM celers_workflows"))
+      end)
+
+      it("list, show, cancel and resume act on the tables", function()
+         local wid = assert(workflow.chain { { "a", "" }, { "b", "" } }:start(broker, { name = "cli demo" }))
+         local code, out = cli("workflows list")
+         assert.equal(0, code, out)
+         assert.matches(wid, out, 1, true)
+         assert.matches("cli demo", out, 1, true)
+         code, out = cli("--json workflows list --state running")
+         assert.equal(0, code, out)
+         local list = json.decode(out)
+         assert.equal(wid, list[1].id)
+         assert.equal(2, list[1].nodes_left)
+         code, out = cli("--json workflows list --state failed")
+         assert.equal(0, code)
+         assert.equal("[]\n", out)
+         code, out = cli("--json workflows show " .. wid)
+         assert.equal(0, code, out)
+         local st = json.decode(out)
+         assert.equal("waiting", st.nodes[2].state)
+         assert.same({ 1 }, st.nodes[2].parents)
+         code, out = cli("workflows show " .. wid)
+         assert.equal(0, code, out)
+         assert.matches("enqueued", out, 1, true)
+         local err
+         code, out, err = cli("workflows show nope")
+         assert.equal(1, code)
+         assert.matches("no workflow nope", err, 1, true)
+         code, out = cli("workflows resume")
+         assert.equal(0, code, out)
+         assert.matches("advanced 0 workflow nodes", out, 1, true)
+         code, out = cli("workflows cancel " .. wid)
+         assert.equal(0, code, out)
+         assert.matches("cancelled workflow " .. wid .. " (2 nodes)", out, 1, true)
+         assert.equal("cancelled", wf_state(wid))
+         assert.equal(2, count("celers_tasks", "state = 'cancelled'"))
+         code, out, err = cli("workflows cancel " .. wid)
+         assert.equal(1, code)
+         assert.matches("is not running", err, 1, true)
+         code, out, err = cli("workflows cancel nope")
+         assert.equal(1, code)
+         assert.matches("no workflow nope", err, 1, true)
+      end)
+   end)
 end)

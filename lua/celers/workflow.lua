@@ -297,8 +297,7 @@ function workflow.batch(list)
   return new_fragment("batch", nodes, edges, group.entries, exits)
 end
 
-------------------------------------------------------------------------------------------
--- Starting
+-- == Starting
 
 local function check_broker(broker, who)
   if type(broker) ~= "userdata" and type(broker) ~= "table" then
@@ -438,8 +437,7 @@ function Fragment:start(broker, opts)
   return workflow.start(broker, self, opts)
 end
 
-------------------------------------------------------------------------------------------
--- Advancing
+-- == Advancing
 
 local NODE_COLS = "workflow_id, node, task_id, task_name, payload, payload_type, options, trigger_rule, "
   .. "parents_left, parents_failed, (SELECT COUNT(*) FROM celers_workflow_edges e "
@@ -630,8 +628,7 @@ function workflow.parent_results(broker, task)
   return results
 end
 
-------------------------------------------------------------------------------------------
--- Resuming
+-- == Resuming
 
 -- What became of the task of an enqueued node: "succeeded" (with its stored result),
 -- "failed", "cancelled", or nil while it is still to run.
@@ -714,8 +711,7 @@ function workflow.resume(broker, opts)
   return advanced, cursor
 end
 
-------------------------------------------------------------------------------------------
--- Inspection and cancel
+-- == Inspection and cancel
 
 local function num(v)
   return v and tonumber(v)
