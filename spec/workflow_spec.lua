@@ -675,7 +675,7 @@ describe("celers.workflow", function()
       it("refuses wrong arguments with exit 2 and a usage line, writing nothing", function()
          assert(workflow.chain { { "a", "" }, { "b", "" } }:start(broker))
          for _, c in ipairs {
-            { "workflows", "workflows needs 'list', 'show ID', 'cancel ID' or 'resume'" },
+            { "workflows", "workflows needs 'list', 'show ID', 'cancel ID', 'resume' or 'prune'" },
             { "workflows bogus", "workflows needs" },
             { "workflows show", "workflows show needs a workflow ID" },
             { "workflows cancel", "workflows cancel needs a workflow ID" },
@@ -688,7 +688,11 @@ describe("celers.workflow", function()
             { "workflows resume --limit 0", "--limit must be an integer >= 1" },
             { "workflows show x --state failed", "--state is for workflows list" },
             { "workflows cancel x --limit 3", "--limit is for workflows list and resume" },
-            { "workflows resume --yes", "unknown option --yes for 'workflows'" },
+            { "workflows resume --nope", "unknown option --nope for 'workflows'" },
+            { "workflows resume --yes", "--older-than and --yes are for workflows prune" },
+            { "workflows prune", "workflows prune needs --older-than SECONDS" },
+            { "workflows prune --older-than x", "--older-than must be a number >= 0" },
+            { "workflows prune --older-than 0", "nothing deleted: add --yes to delete these 0 finished workflows" },
          } do
             local code, _, err = cli(c[1])
             assert.equal(2, code, c[1] .. ": " .. err)
@@ -746,6 +750,40 @@ describe("celers.workflow", function()
          assert.equal(1, code)
          assert.equal("", out)
          assert.matches("no workflow nope", err, 1, true)
+         -- prune: a running workflow stays, the cancelled one goes with its nodes and edges
+         local running = assert(workflow.chain { { "a", "" }, { "b", "" } }:start(broker))
+         code, out, err = cli("workflows prune --older-than 0")
+         assert.equal(2, code)
+         assert.matches("would delete 1 finished workflows", out, 1, true)
+         assert.matches("add --yes", err, 1, true)
+         assert.equal(2, count("celers_workflows"))
+         code, out = cli("workflows prune --older-than 3600 --yes")
+         assert.equal(0, code, out)
+         assert.matches("deleted 0 finished workflows", out, 1, true)
+         code, out = cli("--json workflows prune --older-than 0 --yes")
+         assert.equal(0, code, out)
+         assert.same({ pruned = 1 }, json.decode(out))
+         assert.equal(running, scalar("SELECT id FROM celers_workflows"))
+         assert.equal(0, count("celers_workflow_nodes", "workflow_id = " .. q(wid)))
+         assert.equal(0, count("celers_workflow_edges", "workflow_id = " .. q(wid)))
+         assert.equal(2, count("celers_workflow_nodes"))
+         assert.equal(3, count("celers_tasks")) -- the tasks are left to their own upkeep
+      end)
+
+      it("prune deletes in chunks and never a running workflow; misuse raises", function()
+         for _ = 1, 230 do assert(workflow.task("a", ""):start(broker)) end
+         helper.query(dsn, "UPDATE celers_workflows SET state = 'succeeded', finished_at = NOW(6) - INTERVAL 2 HOUR "
+            .. "ORDER BY id LIMIT 205")
+         assert.equal(205, workflow.count_finished(broker, 3600))
+         assert.equal(0, workflow.count_finished(broker, 3 * 3600))
+         assert.equal(205, workflow.prune(broker, 3600))
+         assert.equal(25, count("celers_workflows"))
+         assert.equal(25, count("celers_workflow_nodes"))
+         assert.equal(0, workflow.prune(broker, 0))
+         assert.has_error(function() workflow.prune(broker, -1) end,
+            "celers: workflow.prune: 'older_than' must be a non-negative finite number of seconds (got -1)")
+         assert.has_error(function() workflow.prune(broker, 0 / 0) end)
+         assert.has_error(function() workflow.count_finished(broker, "1") end)
       end)
    end)
 end)

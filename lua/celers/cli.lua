@@ -233,6 +233,7 @@ Usage: celers workflows list [--state STATE] [--limit N] [--offset N]
        celers workflows show ID
        celers workflows cancel ID
        celers workflows resume [--limit N]
+       celers workflows prune --older-than SECONDS --yes
 
 Workflows (celers.workflow: chains, groups, chords, batches), of every queue.
 list: newest first (default limit 20); STATE is one of running, succeeded, failed,
@@ -240,7 +241,9 @@ cancelled. show: the workflow and each node (task, state, parents, result, error
 cancel: cancel the waiting and enqueued nodes of a running workflow and their tasks.
 resume: advance the members whose task ended without advancing its workflow (a worker
 that died between the two, a cancelled or dead-lettered task); workers also do it
-every 10 s. --limit: nodes looked at per round (default 100); every round runs.]],
+every 10 s. --limit: nodes looked at per round (default 100); every round runs.
+prune: delete the workflows that finished more than SECONDS ago, with their nodes and
+edges (not their tasks); shows the count and deletes only with --yes.]],
 }
 
 -- option specs per command: name -> "flag" | "value" | "list"
@@ -268,7 +271,7 @@ local OPTS = {
   import = { ["on-error"] = "value", batch = "value", ["requeue-dlq"] = "flag", ["into-queue"] = "value" },
   health = {}, metrics = {},
   workers = { ["stale-after"] = "value", prune = "value" },
-  workflows = { state = "value", limit = "value", offset = "value" },
+  workflows = { state = "value", limit = "value", offset = "value", ["older-than"] = "value", yes = "flag" },
 }
 local GLOBAL_OPTS = { dsn = "value", queue = "value", json = "flag", help = "flag", version = "flag" }
 
@@ -976,17 +979,22 @@ local WORKFLOW_STATES = { running = true, succeeded = true, failed = true, cance
 
 function commands.workflows(o)
   local sub, id = o._pos[1], o._pos[2]
-  local subs = { list = 1, show = 2, cancel = 2, resume = 1 }
-  if not subs[sub] then usage_error("workflows needs 'list', 'show ID', 'cancel ID' or 'resume'") end
+  local subs = { list = 1, show = 2, cancel = 2, resume = 1, prune = 1 }
+  if not subs[sub] then usage_error("workflows needs 'list', 'show ID', 'cancel ID', 'resume' or 'prune'") end
   if subs[sub] == 2 and not id then usage_error("workflows " .. sub .. " needs a workflow ID") end
   no_extra(o, subs[sub])
   if o.state and sub ~= "list" then usage_error("--state is for workflows list") end
   if o.offset and sub ~= "list" then usage_error("--offset is for workflows list") end
   if o.limit and sub ~= "list" and sub ~= "resume" then usage_error("--limit is for workflows list and resume") end
+  if (o["older-than"] or o.yes) and sub ~= "prune" then
+    usage_error("--older-than and --yes are for workflows prune")
+  end
+  if sub == "prune" and not o["older-than"] then usage_error("workflows prune needs --older-than SECONDS") end
   if o.state and not WORKFLOW_STATES[o.state] then
     usage_error("--state must be running, succeeded, failed or cancelled")
   end
   local limit = number_opt(o, "limit", true, sub == "resume" and 1 or 0)
+  local older = number_opt(o, "older-than", false, 0)
   local offset = number_opt(o, "offset", true, 0)
   local b, err = connect(o)
   if not b then return fail(err) end
@@ -1025,6 +1033,18 @@ function commands.workflows(o)
       return 1
     end
     if o.json then emit_json { cancelled = id, nodes = n } else out("cancelled workflow ", id, " (", n, " nodes)\n") end
+    return 0
+  end
+  if sub == "prune" then
+    local n, perr = workflow.count_finished(b, older)
+    if not n then return fail(perr) end
+    if not o.yes then
+      io.stdout:write("would delete ", n, " finished workflows (of every queue)\n")
+      usage_error(("nothing deleted: add --yes to delete these %d finished workflows"):format(n))
+    end
+    n, perr = workflow.prune(b, older)
+    if not n then return fail(perr) end
+    if o.json then emit_json { pruned = n } else out("deleted ", n, " finished workflows\n") end
     return 0
   end
   -- resume: every round, until the end of the enqueued nodes

@@ -834,6 +834,57 @@ function workflow.cancel(broker, id)
   return res
 end
 
+-- Finished workflows deleted per transaction by prune.
+local PRUNE_CHUNK = 100
+
+local function check_age(v, who)
+  if type(v) ~= "number" or v ~= v or v < 0 or v == math.huge then
+    raise(("celers: %s: 'older_than' must be a non-negative finite number of seconds (got %s)"):format(who,
+      tostring(v)))
+  end
+end
+
+--- How many finished workflows (succeeded, failed, cancelled) finished more than
+-- `older_than` seconds ago: what prune would delete. Returns the number, or nil and an error.
+function workflow.count_finished(broker, older_than)
+  check_broker(broker, "workflow.count_finished")
+  check_age(older_than, "workflow.count_finished")
+  local rows, err = broker:execute("SELECT COUNT(*) FROM celers_workflows WHERE state <> 'running' "
+    .. "AND finished_at < NOW(6) - INTERVAL ? MICROSECOND", math.floor(older_than * 1e6))
+  if not rows then return nil, err end
+  return tonumber(rows[1][1])
+end
+
+--- Delete the workflows that finished more than `older_than` seconds ago, with their nodes
+-- and edges (their tasks are left to the tasks' own upkeep), a hundred per transaction.
+-- Running workflows are never deleted. Returns the number deleted, or nil and an error
+-- (what was deleted before it stays deleted).
+function workflow.prune(broker, older_than)
+  check_broker(broker, "workflow.prune")
+  check_age(older_than, "workflow.prune")
+  local micro = math.floor(older_than * 1e6)
+  local total = 0
+  while true do
+    local n, err = broker:transaction(function(tx)
+      local rows, e = tx:execute("SELECT id FROM celers_workflows WHERE state <> 'running' "
+        .. "AND finished_at < NOW(6) - INTERVAL ? MICROSECOND ORDER BY id LIMIT ? FOR UPDATE", micro, PRUNE_CHUNK)
+      if not rows then return nil, e end
+      for _, r in ipairs(rows) do
+        for _, tbl in ipairs { "celers_workflow_edges", "celers_workflow_nodes" } do
+          local ok, de = tx:execute("DELETE FROM " .. tbl .. " WHERE workflow_id = ?", r.id)
+          if not ok then return nil, de end
+        end
+        local ok, de = tx:execute("DELETE FROM celers_workflows WHERE id = ?", r.id)
+        if not ok then return nil, de end
+      end
+      return #rows
+    end)
+    if not n then return nil, err end
+    total = total + n
+    if n < PRUNE_CHUNK then return total end
+  end
+end
+
 --- Counts for the metrics: { workflows = { [state] = n }, nodes = { [state] = n } }, or nil
 -- and an error.
 function workflow.counts(broker)
