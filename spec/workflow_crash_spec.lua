@@ -57,8 +57,8 @@ describe("workflows across processes", function()
       for k, v in pairs(extra or {}) do opts[k] = v end
       local w = assert(celers.worker.new(opts))
       local deadline = core.monotonic() + 30
-      if opts.workflow_resume then w:_resume_workflows(true) end
       repeat
+         if opts.workflow_resume then w:_resume_workflows(false) end -- as w:run does
          if (w:step(1) or 0) == 0 then core.sleep(0.05) end
       until (wf_state(wid) ~= "running" and #w.done == 0
              and count("celers_tasks", "state IN ('scheduled', 'pending', 'processing')") == 0)
@@ -97,6 +97,19 @@ describe("workflows across processes", function()
       assert.equal(1, count("celers_tasks", "task_name = 'cb'"))
       assert.equal(3, count("celers_tasks", "state = 'completed'"))
       assert.equal("succeeded", wf_state(wid))
+   end)
+
+   it("(a') killed inside a member's last attempt: dead-lettered by the lease sweep, resumed as failed", function()
+      local wid = assert(workflow.chord({ { "m", "1", { timeout = 1, max_retries = 1 } }, { "m", "2" } }, { "cb", "" }):start(broker))
+      assert.same({ "m 1" }, crash("in_handler"))
+      local runs = finish(wid, { workflow_resume = 0.2 })
+      assert.equal(1, runs.m) -- member 2 only: member 1 had no attempt left
+      assert.equal(0, runs.cb)
+      assert.equal(1, count("celers_dead_letter_queue", "payload = '1'"))
+      assert.equal("failed", helper.scalar(dsn, "SELECT state FROM celers_workflow_nodes WHERE node = 1"))
+      assert.equal("cancelled", helper.scalar(dsn, "SELECT state FROM celers_workflow_nodes WHERE node = 3"))
+      assert.equal(1, count("celers_tasks", "task_name = 'cb' AND state = 'cancelled'"))
+      assert.equal("failed", wf_state(wid))
    end)
 
    it("(b) killed after the last member advanced and before its ack: the callback is enqueued once", function()
