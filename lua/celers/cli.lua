@@ -46,7 +46,7 @@ Commands:
   health                  check the database connection and queue
   workers                 the workers of the queue, from the worker registry
   metrics                 Prometheus metrics of the queue
-  workflows list|show|cancel|resume  chains, groups, chords and batches
+  workflows SUBCOMMAND    chains, groups, chords, batches: list, show, cancel, resume, prune
 
 Options for every command:
   --dsn DSN      database to use (default: $CELERS_DSN)
