@@ -30,7 +30,6 @@ Fragment.__index = Fragment
 local TASK_OPTIONS = {
   priority = true, max_retries = true, timeout = true, queue = true, metadata = true, delay = true,
 }
-local KINDS = { chain = true, group = true, chord = true, batch = true, graph = true }
 local STATES = { running = true, succeeded = true, failed = true, cancelled = true }
 -- A MEDIUMBLOB holds this much; a larger payload cannot be stored, now or later.
 local MAX_PAYLOAD = 16777215
@@ -44,17 +43,13 @@ local function raise(msg)
   error(msg, 0)
 end
 
-local function typename(v)
-  return type(v)
-end
-
 local function is_integer(v)
   return type(v) == "number" and v == math.floor(v) and v > -2 ^ 53 and v < 2 ^ 53
 end
 
 local function check_name(name, who, what)
   if type(name) ~= "string" then
-    raise(("celers: %s: '%s' must be a string (got %s)"):format(who, what, typename(name)))
+    raise(("celers: %s: '%s' must be a string (got %s)"):format(who, what, type(name)))
   end
   if name == "" then raise(("celers: %s: '%s' must not be empty"):format(who, what)) end
   if name:find("\0", 1, true) then
@@ -71,7 +66,7 @@ end
 local function check_options(opts, who)
   if opts == nil then return {} end
   if type(opts) ~= "table" then
-    raise(("celers: %s: 'opts' must be a table (got %s)"):format(who, typename(opts)))
+    raise(("celers: %s: 'opts' must be a table (got %s)"):format(who, type(opts)))
   end
   local out = {}
   for k, v in pairs(opts) do
@@ -99,7 +94,7 @@ local function check_options(opts, who)
   if out.queue ~= nil then check_name(out.queue, who, "queue") end
   if out.metadata ~= nil then
     if type(out.metadata) ~= "table" then
-      raise(("celers: %s: 'metadata' must be a table (got %s)"):format(who, typename(out.metadata)))
+      raise(("celers: %s: 'metadata' must be a table (got %s)"):format(who, type(out.metadata)))
     end
     if out.metadata.workflow ~= nil then
       raise(("celers: %s: 'metadata.workflow' is set by the workflow"):format(who))
@@ -132,7 +127,7 @@ local function make_task(name, payload, opts, who)
     end
     body, ptype = encoded, "json"
   else
-    raise(("celers: %s: 'payload' must be a string or a table (got %s)"):format(who, typename(payload)))
+    raise(("celers: %s: 'payload' must be a string or a table (got %s)"):format(who, type(payload)))
   end
   local checked, encoded = check_options(opts, who)
   return new_fragment("task", {
@@ -153,7 +148,7 @@ end
 local function as_fragment(x, who, what)
   if getmetatable(x) == Fragment then return x end
   if type(x) ~= "table" then
-    raise(("celers: %s: %s must be a task spec or a workflow (got %s)"):format(who, what, typename(x)))
+    raise(("celers: %s: %s must be a task spec or a workflow (got %s)"):format(who, what, type(x)))
   end
   if x[1] ~= nil then
     if x.name ~= nil then raise(("celers: %s: %s: give the name as [1] or as name=, not both"):format(who, what)) end
@@ -179,7 +174,7 @@ end
 local function members(list, who, skip)
   if type(list) ~= "table" or getmetatable(list) == Fragment then
     raise(("celers: %s: 'members' must be a list of task specs or workflows (got %s)"):format(who,
-      getmetatable(list) == Fragment and "a workflow" or typename(list)))
+      getmetatable(list) == Fragment and "a workflow" or type(list)))
   end
   local n = #list
   for k in pairs(list) do
@@ -273,7 +268,7 @@ function workflow.batch(list)
   local skip = { on_success = true, on_failure = true }
   if type(list) ~= "table" or getmetatable(list) == Fragment then
     raise(("celers: workflow.batch: 'members' must be a list of task specs or workflows (got %s)"):format(
-      getmetatable(list) == Fragment and "a workflow" or typename(list)))
+      getmetatable(list) == Fragment and "a workflow" or type(list)))
   end
   local frags = members(list, "workflow.batch", skip)
   local group = group_of(frags, "batch")
@@ -301,7 +296,7 @@ end
 
 local function check_broker(broker, who)
   if type(broker) ~= "userdata" and type(broker) ~= "table" then
-    raise(("celers: %s: 'broker' must be a broker (got %s)"):format(who, typename(broker)))
+    raise(("celers: %s: 'broker' must be a broker (got %s)"):format(who, type(broker)))
   end
   if type(broker.transaction) ~= "function" then
     raise(("celers: %s: 'broker' must be a broker"):format(who))
@@ -369,14 +364,14 @@ function workflow.start(broker, wf, opts)
     wf = as_fragment(wf, "workflow.start", "'wf'")
   end
   if opts ~= nil and type(opts) ~= "table" then
-    raise(("celers: workflow.start: 'opts' must be a table (got %s)"):format(typename(opts)))
+    raise(("celers: workflow.start: 'opts' must be a table (got %s)"):format(type(opts)))
   end
   opts = opts or {}
   for k in pairs(opts) do
     if k ~= "name" then raise(("celers: workflow.start: unknown option '%s'"):format(tostring(k))) end
   end
   if opts.name ~= nil then check_name(opts.name, "workflow.start", "name") end
-  local kind = KINDS[wf.kind] and wf.kind or (wf.kind == "task" and "chain" or "graph")
+  local kind = wf.kind == "task" and "chain" or wf.kind -- a lone task: a chain of one
   local nodes, edges = wf.nodes, wf.edges
   for _, n in ipairs(nodes) do
     if #n.body > MAX_PAYLOAD then
@@ -549,7 +544,7 @@ end
 -- it is not a workflow member.
 function workflow.member(task)
   if type(task) ~= "table" then
-    raise(("celers: workflow.member: 'task' must be a task table (got %s)"):format(typename(task)))
+    raise(("celers: workflow.member: 'task' must be a task table (got %s)"):format(type(task)))
   end
   return place_of(task)
 end
@@ -570,7 +565,7 @@ end
 
 local function check_task(task, who)
   if type(task) ~= "table" or type(task.id) ~= "string" then
-    raise(("celers: %s: 'task' must be a task table (got %s)"):format(who, typename(task)))
+    raise(("celers: %s: 'task' must be a task table (got %s)"):format(who, type(task)))
   end
 end
 
@@ -663,7 +658,7 @@ end
 function workflow.resume(broker, opts)
   check_broker(broker, "workflow.resume")
   if opts ~= nil and type(opts) ~= "table" then
-    raise(("celers: workflow.resume: 'opts' must be a table (got %s)"):format(typename(opts)))
+    raise(("celers: workflow.resume: 'opts' must be a table (got %s)"):format(type(opts)))
   end
   opts = opts or {}
   for k in pairs(opts) do
@@ -724,7 +719,7 @@ end
 function workflow.status(broker, id)
   check_broker(broker, "workflow.status")
   if type(id) ~= "string" then
-    raise(("celers: workflow.status: 'id' must be a string (got %s)"):format(typename(id)))
+    raise(("celers: workflow.status: 'id' must be a string (got %s)"):format(type(id)))
   end
   local w, err = broker:execute("SELECT id, kind, name, state, nodes_total, nodes_left, "
     .. "UNIX_TIMESTAMP(created_at), UNIX_TIMESTAMP(finished_at) FROM celers_workflows WHERE id = ?", id)
@@ -759,7 +754,7 @@ end
 function workflow.list(broker, opts)
   check_broker(broker, "workflow.list")
   if opts ~= nil and type(opts) ~= "table" then
-    raise(("celers: workflow.list: 'opts' must be a table (got %s)"):format(typename(opts)))
+    raise(("celers: workflow.list: 'opts' must be a table (got %s)"):format(type(opts)))
   end
   opts = opts or {}
   for k in pairs(opts) do
@@ -795,7 +790,7 @@ end
 function workflow.cancel(broker, id)
   check_broker(broker, "workflow.cancel")
   if type(id) ~= "string" then
-    raise(("celers: workflow.cancel: 'id' must be a string (got %s)"):format(typename(id)))
+    raise(("celers: workflow.cancel: 'id' must be a string (got %s)"):format(type(id)))
   end
   local found = true
   local res, err = broker:transaction(function(tx)
