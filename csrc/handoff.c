@@ -53,8 +53,8 @@ int ce_ack_and_claim(ce_conn *c, const char *queue, ce_task_ref prev, const char
     if (c->nlimits) {
         /* The procedure never claims a limited name: the C transaction does both. */
         unsigned long long n = 0;
-        int rc = ce_ack_batch_and_claim(c, queue, &prev, prev.id ? 1 : 0, 1, worker_id, lease,
-                                        &n, out, err);
+        int rc = ce_ack_batch_and_claim(c, queue, &prev, prev.id ? 1 : 0, 1, worker_id, lease, &n,
+                                        out, err);
         *acked = n > 0;
         if (rc < 0 && prev.id) {
             ce_error ignored;

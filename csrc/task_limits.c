@@ -1,5 +1,6 @@
 #include "task_limits.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,9 +67,7 @@ int ce_limit_path(const char *partition_by, char *out, size_t outlen)
         return 0;
     }
     if (strpbrk(partition_by, "\"\\")) return -1;
-    memcpy(out, "$.\"", 3);
-    memcpy(out + 3, partition_by, n);
-    memcpy(out + 3 + n, "\"", 2);
+    snprintf(out, outlen, "$.\"%s\"", partition_by);
     return 0;
 }
 
@@ -190,9 +189,8 @@ static int same_value(const ce_value *a, const ce_value *b)
 
 /* Keep the candidates whose partition has room, in order, at most cap: a partition's count is
  * its processing tasks plus the candidates kept before. */
-static int keep_by_partition(ce_conn *c, const char *name, const held_limit *l,
-                             const ce_rows *cand, long long cap, unsigned char *keep,
-                             ce_error *err)
+static int keep_by_partition(ce_conn *c, const char *name, const held_limit *l, const ce_rows *cand,
+                             long long cap, unsigned char *keep, ce_error *err)
 {
     ce_param p[3] = {ce_pstr(l->path), ce_pstr(l->path), ce_pstr(name)};
     ce_rows running = {0};

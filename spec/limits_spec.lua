@@ -279,6 +279,53 @@ describe("task limits", function()
       end)
    end)
 
+   describe("celers limits", function()
+      local function cli(args)
+         return proc.run("CELERS_LUA=" .. helper.shell_quote(helper.lua()) .. " CELERS_DSN=" .. helper.shell_quote(dsn)
+            .. " " .. helper.shell_quote(helper.root .. "/bin/celers") .. " " .. args)
+      end
+
+      it("refuses wrong arguments with exit code 2 and writes nothing", function()
+         for _, args in ipairs({ "limits", "limits frob", "limits set", "limits set x", "limits set x --concurrency -1",
+                                 "limits set x --concurrency 1.5", "limits set x --concurrency many", "limits set x --rate 1 --period 0",
+                                 "limits set x --period 5 --concurrency 1", "limits set x --rate 1 --partition-by u",
+                                 "limits set x --concurrency 1 --partition-by 'a\"b'", "limits set x --concurrency 1 extra",
+                                 "limits list --rate 3", "limits list extra", "limits remove", "limits remove x --concurrency 1",
+                                 "limits set x --concurrency 99999999999" }) do
+            local code, out = cli(args)
+            assert.equal(2, code, args .. ": " .. out)
+            assert.matches("celers: ", out)
+         end
+         assert.equal("0", helper.scalar(dsn, "SELECT COUNT(*) FROM celers_task_limits"))
+      end)
+
+      it("sets, lists and removes limits", function()
+         local code, out = cli("limits set resize --concurrency 2 --partition-by user --rate 10 --period 60")
+         assert.equal(0, code, out)
+         assert.same({ "resize", "2", "user", "10", "60" },
+            helper.query(dsn, "SELECT task_name, max_running, partition_by, rate_limit, rate_period FROM celers_task_limits")[1])
+         assert(broker:enqueue("resize", { user = "ann" }))
+         -- a limit set elsewhere holds at once; its tasks are claimed once this connection
+         -- has re-read the limited names (within a second)
+         assert.truthy(proc.wait_for(function() return assert(broker:dequeue_batch(5))[1] end, 5, 0.1))
+         code, out = cli("limits list")
+         assert.equal(0, code, out)
+         assert.matches("NAME%s+CONCURRENCY%s+PARTITION BY%s+RATE%s+PERIOD%s+RUNNING%s+STARTED", out)
+         assert.matches("resize%s+2%s+user%s+10%s+60%.0%s+1%s+1", out)
+         code, out = cli("--json limits list")
+         assert.equal(0, code, out)
+         local list = celers.json.decode(out)
+         assert.equal(1, list[1].running)
+         assert.equal("user", list[1].partition_by)
+         code, out = cli("limits remove resize")
+         assert.equal(0, code, out)
+         assert.equal("0", helper.scalar(dsn, "SELECT COUNT(*) FROM celers_task_limits"))
+         code, out = cli("limits remove resize")
+         assert.equal(1, code, out)
+         assert.matches("has no limit", out)
+      end)
+   end)
+
    describe("several worker processes", function()
       it("never run more than `concurrency` tasks of a name at once", function()
          assert(broker:set_limit("slow", { concurrency = 3 }))
