@@ -234,7 +234,10 @@ static int claim_name(ce_conn *c, const char *name, const char *queue, long long
     p[7] = ce_pstr(queue);
     p[8] = ce_pint(l.partitioned ? CE_LIMIT_SCAN : cap);
     if (ce_exec(c, SQL_CANDIDATES, p, 9, &cand, NULL, err) < 0) return -1;
-    if (cand.nrows == 0) return 0;
+    if (cand.nrows == 0) {
+        ce_rows_free(&cand); /* an empty result still owns its buffers */
+        return 0;
+    }
     keep = calloc(cand.nrows, 1);
     if (!keep) {
         ce_error_set(err, CE_ENOMEM, "out of memory");
