@@ -73,8 +73,8 @@ LDLIBS := $(MYSQL_LIBS) $(UUID_LIBS)
 # override: LuaRocks sets CFLAGS on the command line, which would otherwise drop these
 override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -Wall -Wextra -Werror -Icsrc -I$(BUILD) $(LUA_CFLAGS) $(DEP_CFLAGS)
 
-CORE_SRC := errors.c config.c uuid7.c connection.c statement.c migrate.c enqueue.c task.c staging.c handoff.c admin.c inspect.c results.c dlq.c upkeep.c process.c workers.c json.c base64.c dashboard.c transaction.c snooze.c
-BIND_SRC := auxiliar.c lrows.c lbroker.c lenqueue.c lclaim.c ladmin.c lupkeep.c lcore.c lworkers.c lmigrate.c lcodec.c ldashboard.c ltransaction.c lunique.c lsnooze.c lexecute.c
+CORE_SRC := errors.c config.c uuid7.c connection.c statement.c migrate.c enqueue.c task.c staging.c handoff.c admin.c inspect.c results.c dlq.c upkeep.c process.c workers.c json.c base64.c dashboard.c transaction.c snooze.c task_limits.c
+BIND_SRC := auxiliar.c lrows.c lbroker.c lenqueue.c lclaim.c ladmin.c lupkeep.c lcore.c lworkers.c lmigrate.c lcodec.c ldashboard.c ltransaction.c lunique.c lsnooze.c lexecute.c ltask_limits.c
 OBJS := $(addprefix $(BUILD)/,$(CORE_SRC:.c=.o) $(BIND_SRC:.c=.o) migrations_data.o)
 SQL := $(sort $(wildcard sql/*.sql))
 SO := $(BUILD)/celers/core.so

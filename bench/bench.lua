@@ -316,6 +316,24 @@ for _, procs in ipairs { 1, 2 } do
   io.stdout:flush()
 end
 
+-- a limited name: the batch drain with a concurrency limit on the task name (set high enough
+-- never to hold a task back), against the same drain without it: what the limited claim costs
+do
+  local function drain(limit)
+    return function(n)
+      if limit then assert(broker:set_limit("bench", { concurrency = 1000000 })) end
+      fill(n)
+      local rate = timed(n, function() drain_batches(broker) end)
+      if limit then assert(broker:remove_limit("bench")) end
+      return rate
+    end
+  end
+  local r = measure({ drain(true), drain(false) }, NB)
+  print(("%-40s %10s %10s %6s   (floor: the same drain, no limit)"):format(
+    "dequeue_batch(100)+ack_batch, limited", num(r[1]), num(r[2]), ratio(r[1], r[2])))
+  io.stdout:flush()
+end
+
 -- the peer: the same drain through Celery's kombu SQL transport
 do
   local n = math.floor(500 * SCALE)

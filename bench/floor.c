@@ -119,6 +119,8 @@ static long worker(int batch)
              "SELECT id, task_name, payload FROM celers_tasks FORCE INDEX "
              "(idx_celers_tasks_claim) WHERE queue = ? AND state = 'pending' AND scheduled_at "
              "<= NOW(6) AND NOT EXISTS (SELECT 1 FROM celers_queue_pauses WHERE queue = ?) "
+             "AND NOT EXISTS (SELECT 1 FROM celers_task_limits AS l "
+             "WHERE l.task_name = celers_tasks.task_name) "
              "ORDER BY claim_rank, scheduled_at, id LIMIT %d FOR UPDATE SKIP LOCKED",
              batch);
     strcpy(upd, "UPDATE celers_tasks SET state = 'processing', started_at = NOW(6), worker_id = "

@@ -166,6 +166,7 @@ void ce_conn_close(ce_conn *c)
     if (!c) return;
     drop_link(c);
     ce_config_free(&c->cfg);
+    free(c->limit_names);
     free(c);
 }
 

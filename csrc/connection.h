@@ -53,6 +53,12 @@ typedef struct ce_conn {
         double at;                 /* monotonic seconds */
     } stages[CE_SWEEP_SLOTS];      /* last staging step per queue (see staging.c) */
     unsigned long long swept_dead; /* tasks the claims' sweeps dead-lettered, not yet counted */
+    /* The limited task names (task_limits.c), as the claims last read them: nlimits names one
+     * after another, each NUL-terminated, in one owned buffer; refreshed when limits_at (a
+     * monotonic time, 0 = now) is CE_LIMITS_INTERVAL old. */
+    char *limit_names;
+    unsigned int nlimits;
+    double limits_at;
 } ce_conn;
 
 /* The client library's process-wide state, counted: the first acquire initialises it, the

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "task_limits.h"
 #include "staging.h"
 
 static const char SQL_ACK_AND_CLAIM[] = "CALL celers_ack_and_claim(?, ?, ?, ?, ?, ?)";
@@ -48,6 +49,19 @@ int ce_ack_and_claim(ce_conn *c, const char *queue, ce_task_ref prev, const char
     *acked = 0;
     ce_recover_if_due(c, queue);
     ce_stage_if_due(c, queue);
+    ce_limits_refresh_if_due(c);
+    if (c->nlimits) {
+        /* The procedure never claims a limited name: the C transaction does both. */
+        unsigned long long n = 0;
+        int rc = ce_ack_batch_and_claim(c, queue, &prev, prev.id ? 1 : 0, 1, worker_id, lease, &n,
+                                        out, err);
+        *acked = n > 0;
+        if (rc < 0 && prev.id) {
+            ce_error ignored;
+            if (ce_ack_landed(c, prev, acked, &ignored) < 0) *acked = 0;
+        }
+        return rc;
+    }
     /* Ack and claim are one transaction inside the procedure: a deadlock rolls both back and
      * may run again; a lost link may have committed both, so it reports "lost". */
     if (ce_conn_run(c, CE_ONCE, handoff_op, &x, err) == 0) return 0;
@@ -95,6 +109,7 @@ int ce_ack_batch_and_claim(ce_conn *c, const char *queue, const ce_task_ref *ref
     if (n) {
         ce_recover_if_due(c, queue);
         ce_stage_if_due(c, queue);
+        ce_limits_refresh_if_due(c);
     }
     /* Until COMMIT is sent the server rolls everything back on a lost link or deadlock, so
      * running again is safe (the acks are fenced); a COMMIT left unanswered reports "lost". */

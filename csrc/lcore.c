@@ -448,8 +448,8 @@ static void register_library_end(lua_State *L)
 
 /* The binding files' methods, added to the broker's methods table in this order. */
 static void (*const method_opens[])(lua_State *L) = {
-    lenqueue_open, lclaim_open,     ladmin_open,       lupkeep_open, lworkers_open,
-    lmigrate_open, ldashboard_open, ltransaction_open, lsnooze_open, lexecute_open,
+    lenqueue_open,   lclaim_open,       ladmin_open,  lupkeep_open,  lworkers_open, lmigrate_open,
+    ldashboard_open, ltransaction_open, lsnooze_open, lexecute_open, llimits_open,
 };
 
 static void open_counters(lua_State *L)

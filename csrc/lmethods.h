@@ -14,6 +14,7 @@ void lmigrate_open(lua_State *L);     /* migrate, list_migrations */
 void ldashboard_open(lua_State *L);   /* the dashboard's reads */
 void ltransaction_open(lua_State *L); /* transaction primitives: _tx_begin, _tx_end, _tx_execute */
 void lsnooze_open(lua_State *L);      /* snooze */
+void llimits_open(lua_State *L);      /* set_limit, remove_limit, list_limits */
 void lexecute_open(lua_State *L);     /* execute: the caller's own statement (celers.celery) */
 
 #endif

@@ -23,6 +23,67 @@ void ce_rows_free(ce_rows *rows)
     rows->nrows = rows->ncols = 0;
 }
 
+/* The bytes the first ncols cells of row r take in an arena (each NUL-terminated). */
+static size_t row_bytes(const ce_rows *rows, unsigned int r, unsigned int ncols)
+{
+    size_t n = 0;
+    for (unsigned int col = 0; col < ncols; col++)
+        if (CE_CELL(rows, r, col)->data) n += CE_CELL(rows, r, col)->len + 1;
+    return n;
+}
+
+int ce_rows_append(ce_rows *dst, const ce_rows *src, const unsigned char *keep, unsigned int ncols)
+{
+    unsigned int add = 0, total, row = 0;
+    size_t bytes = 0, used = 0;
+    ce_value *vals;
+    char *arena;
+    if (dst->nrows) ncols = dst->ncols;
+    if (ncols > src->ncols) return -1;
+    for (unsigned int r = 0; r < src->nrows; r++)
+        if (!keep || keep[r]) {
+            add++;
+            bytes += row_bytes(src, r, ncols);
+        }
+    if (add == 0) return 0;
+    for (unsigned int r = 0; r < dst->nrows; r++)
+        bytes += row_bytes(dst, r, ncols);
+    total = dst->nrows + add;
+    vals = malloc(sizeof *vals * (size_t)total * ncols);
+    arena = malloc(bytes ? bytes : 1);
+    if (!vals || !arena) {
+        free(vals);
+        free(arena);
+        return -1;
+    }
+    for (int from_src = 0; from_src < 2; from_src++) {
+        const ce_rows *rows = from_src ? src : dst;
+        for (unsigned int r = 0; r < rows->nrows; r++) {
+            if (from_src && keep && !keep[r]) continue;
+            for (unsigned int col = 0; col < ncols; col++) {
+                const ce_value *v = CE_CELL(rows, r, col);
+                ce_value *to = &vals[(size_t)row * ncols + col];
+                to->len = v->len;
+                to->data = NULL;
+                if (v->data) {
+                    memcpy(arena + used, v->data, v->len);
+                    arena[used + v->len] = '\0';
+                    to->data = arena + used;
+                    used += v->len + 1;
+                }
+            }
+            row++;
+        }
+    }
+    free(dst->vals);
+    free(dst->arena);
+    dst->vals = vals;
+    dst->arena = arena;
+    dst->nrows = total;
+    dst->ncols = ncols;
+    return 0;
+}
+
 static void bind_params(MYSQL_BIND *b, const ce_param *p, unsigned int n)
 {
     memset(b, 0, sizeof *b * n);

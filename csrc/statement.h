@@ -91,6 +91,10 @@ int ce_run_count(ce_conn *c, ce_repeat repeat, const char *sql, const ce_param *
                  long long *out, ce_error *err);
 
 void ce_rows_free(ce_rows *rows);
+/* Append to dst the rows of src whose keep[r] is non-zero (every row when keep is NULL), their
+ * first ncols cells (dst's width when dst has rows). Returns -1 when out of memory or src is
+ * too narrow; dst is then unchanged. */
+int ce_rows_append(ce_rows *dst, const ce_rows *src, const unsigned char *keep, unsigned int ncols);
 
 /* Helpers for reading cells. */
 long long ce_cell_int(const ce_rows *rows, unsigned int r, unsigned int col, long long dflt);

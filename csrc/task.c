@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "task_limits.h"
 #include "staging.h"
 
 /* Tasks moved per pass of a dead-letter sweep. */
@@ -19,16 +20,14 @@
  * order, all ascending (claim_rank = -priority; see sql/015): no filesort, and SKIP LOCKED
  * locks only the rows it returns. The hint keeps the plan fixed: a filesort under FOR UPDATE
  * would lock every ready row. scheduled_at <= NOW(6) stays for rows written by the Rust
- * broker, which keeps future tasks 'pending'. */
+ * broker, which keeps future tasks 'pending'. Limited names are left to the limited claim
+ * (task_limits.c), which runs first. */
 static const char SQL_CLAIM[] =
-    "SELECT id, task_name, payload, payload_type, priority, retry_count + 1, max_retries, queue, "
-    "'processing', " CE_EPOCH("created_at") ", " CE_EPOCH("scheduled_at") ", " CE_EPOCH("NOW(6)") ", "
-    "NULL, ?, error_message, metadata, "
-    "?, " CE_EPOCH(CE_FROM_NOW("COALESCE(timeout_seconds, ?)")) ", "
-    "timeout_seconds, idempotency_key, NOW(6) "
+    "SELECT " CE_CLAIM_COLUMNS " "
     "FROM celers_tasks FORCE INDEX (idx_celers_tasks_claim) "
     "WHERE queue = ? AND state = 'pending' AND scheduled_at <= NOW(6) "
     "AND NOT EXISTS (SELECT 1 FROM celers_queue_pauses WHERE queue = ?) "
+    "AND NOT EXISTS (SELECT 1 FROM celers_task_limits AS l WHERE l.task_name = celers_tasks.task_name) "
     "ORDER BY claim_rank, scheduled_at, id LIMIT ? FOR UPDATE SKIP LOCKED";
 
 #define CLAIM_UPDATE \
@@ -194,9 +193,8 @@ static int move_to_dlq(ce_conn *c, const char *id, const char *error, ce_error *
 
 /* ---- claim -------------------------------------------------------------------------- */
 
-/* Mark claimed rows [from, from + k) of out as held by claim_id: one padded IN-list UPDATE. */
-static int mark_claimed(ce_conn *c, const ce_rows *out, unsigned int from, unsigned int k,
-                        const char *worker_id, const char *claim_id, double lease, ce_error *err)
+int ce_claim_mark(ce_conn *c, const ce_rows *out, unsigned int from, unsigned int k,
+                  const char *worker_id, const char *claim_id, double lease, ce_error *err)
 {
     size_t b = bucket(k);
     char *sql = in_list_sql(CLAIM_UPDATE, k);
@@ -225,23 +223,36 @@ int ce_claim_in_tx(ce_conn *c, const char *queue, unsigned int n, const char *wo
                    double lease, ce_rows *out, ce_error *err)
 {
     char claim_id[CE_UUID_LEN + 1];
+    ce_rows plain = {0};
     ce_param sp[6];
     ce_uuid7(claim_id);
+    if (ce_claim_limited_in_tx(c, queue, n, worker_id, claim_id, lease, out, err) < 0) return -1;
+    if (out->nrows >= n) return 0;
     sp[0] = ce_pstr(worker_id);
     sp[1] = ce_pstr(claim_id);
     sp[2] = ce_pdouble(lease);
     sp[3] = ce_pstr(queue);
     sp[4] = ce_pstr(queue);
-    sp[5] = ce_pint(n);
-    if (ce_exec(c, SQL_CLAIM, sp, 6, out, NULL, err) < 0) return -1;
-    for (unsigned int from = 0; from < out->nrows; from += CE_IN_CHUNK) {
-        unsigned int k = out->nrows - from < CE_IN_CHUNK ? out->nrows - from : CE_IN_CHUNK;
-        if (mark_claimed(c, out, from, k, worker_id, claim_id, lease, err) < 0) {
-            ce_rows_free(out);
-            return -1;
-        }
+    sp[5] = ce_pint(n - out->nrows);
+    if (ce_exec(c, SQL_CLAIM, sp, 6, &plain, NULL, err) < 0) goto failed;
+    for (unsigned int from = 0; from < plain.nrows; from += CE_IN_CHUNK) {
+        unsigned int k = plain.nrows - from < CE_IN_CHUNK ? plain.nrows - from : CE_IN_CHUNK;
+        if (ce_claim_mark(c, &plain, from, k, worker_id, claim_id, lease, err) < 0) goto failed;
     }
+    if (out->nrows == 0) {
+        *out = plain;
+        return 0;
+    }
+    if (ce_rows_append(out, &plain, NULL, CE_T_NCOLS + 1) < 0) {
+        ce_error_set(err, CE_ENOMEM, "out of memory");
+        goto failed;
+    }
+    ce_rows_free(&plain);
     return 0;
+failed:
+    ce_rows_free(&plain);
+    ce_rows_free(out);
+    return -1;
 }
 
 typedef struct {
@@ -275,6 +286,7 @@ int ce_claim(ce_conn *c, const char *queue, unsigned int n, const char *worker_i
     memset(out, 0, sizeof *out);
     ce_recover_if_due(c, queue);
     ce_stage_if_due(c, queue);
+    ce_limits_refresh_if_due(c);
     return ce_conn_run(c, CE_REPEAT, claim_op, &x, err);
 }
 

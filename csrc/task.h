@@ -40,6 +40,16 @@ enum ce_task_col {
     CE_EPOCH("created_at") ", " CE_EPOCH("scheduled_at") ", " CE_EPOCH("started_at") ", " \
     CE_EPOCH("completed_at") ", worker_id, error_message, metadata, claim_id, " \
     CE_EPOCH("lease_expires_at") ", timeout_seconds, idempotency_key"
+
+/* The claim's SELECT list: a task row (enum ce_task_col) as the claim leaves it, then the
+ * server's NOW(6) (column CE_T_NCOLS, the started_at ce_claim_mark writes). Parameters:
+ * worker_id, claim_id, lease. */
+#define CE_CLAIM_COLUMNS \
+    "id, task_name, payload, payload_type, priority, retry_count + 1, max_retries, queue, " \
+    "'processing', " CE_EPOCH("created_at") ", " CE_EPOCH("scheduled_at") ", " CE_EPOCH("NOW(6)") ", " \
+    "NULL, ?, error_message, metadata, " \
+    "?, " CE_EPOCH(CE_FROM_NOW("COALESCE(timeout_seconds, ?)")) ", " \
+    "timeout_seconds, idempotency_key, NOW(6)"
 // clang-format on
 
 /* Reference to a claimed task: the id and the claim that fences settling.
@@ -64,6 +74,10 @@ int ce_claim_in_tx(ce_conn *c, const char *queue, unsigned int n, const char *wo
                    double lease, ce_rows *out, ce_error *err);
 int ce_ack_in_tx(ce_conn *c, const ce_task_ref *refs, size_t n, unsigned long long *acked,
                  ce_error *err);
+/* Mark rows [from, from + k) of claimed (CE_CLAIM_COLUMNS rows, k <= CE_IN_CHUNK) as held by
+ * claim_id for worker_id: one UPDATE, inside the claim's transaction. */
+int ce_claim_mark(ce_conn *c, const ce_rows *claimed, unsigned int from, unsigned int k,
+                  const char *worker_id, const char *claim_id, double lease, ce_error *err);
 
 /* Settling: *ok is 1 when the task was still held under that claim and changed. */
 int ce_ack(ce_conn *c, ce_task_ref ref, int *ok, ce_error *err);

@@ -216,6 +216,21 @@ local METHODS = {
    { name = "task_history", op = "SELECT", setup = function(b) return enq(b)[1] end, call = function(b, id) return b:task_history(id) end },
    { name = "update_metrics", op = "SELECT", call = function(b) return b:update_metrics() end },
    { name = "analyze_tables", op = "ANALYZE TABLE", call = function(b) return b:analyze_tables() end },
+   { name = "set_limit", op = "INSERT INTO celers_task_limits",
+     call = function(b) local _, e = b:set_limit("lm", { concurrency = 2 }); if e then return nil, e end return true end,
+     landed = function(_, c) return #assert(c:list_limits()) == 1 end, twice = function() return false end },
+   { name = "remove_limit", op = "DELETE FROM celers_task_limits", setup = function(b) assert(b:set_limit("lm", { concurrency = 2 })) end,
+     call = function(b) return b:remove_limit("lm") end,
+     landed = function(_, c) return #assert(c:list_limits()) == 0 end, twice = function() return false end },
+   { name = "list_limits", op = "SELECT", call = function(b) return b:list_limits() end },
+   -- the limited claim: the limit's lock, counts and claim under one transaction
+   { name = "dequeue_batch (limited name)", skip_locked = true, op = "SKIP LOCKED",
+     setup = function(b)
+        assert(b:set_limit("lm", { concurrency = 2, rate = 100, period = 60 }))
+        for i = 1, 3 do assert(b:enqueue("lm", "x" .. i)) end
+     end,
+     call = function(b) return b:dequeue_batch(3) end,
+     landed = function(s) return s.processing == 2 end, twice = function(s) return s.processing > 2 end },
 }
 
 -- Methods that do not reach the server, or have their own fault spec.
@@ -260,6 +275,7 @@ describe("faults", function()
          it(m.name .. " x " .. f.name, function()
             assert(checker:purge_all())
             assert(checker:resume())
+            for _, l in ipairs(assert(checker:list_limits())) do assert(checker:remove_limit(l.name)) end
             local arg = m.setup and m.setup(b)
             local fault = { op = m.op }
             for k, v in pairs(f.fault) do fault[k] = v end

@@ -45,6 +45,7 @@ Commands:
   import FILE             read tasks back from JSON Lines
   health                  check the database connection and queue
   workers                 the workers of the queue, from the worker registry
+  limits list|set|remove  concurrency and rate limits per task name (every queue)
   metrics                 Prometheus metrics of the queue
   workflows SUBCOMMAND    chains, groups, chords, batches: list, show, cancel, resume, prune
 
@@ -224,6 +225,16 @@ recently seen first; AGE is seconds since the last report (workers report every 
 Options:
   --stale-after S   only workers seen within the last S seconds
   --prune S         first delete the rows of workers not seen for S seconds]],
+  limits = [==[
+Usage: celers limits list
+       celers limits set NAME [--concurrency N [--partition-by FIELD]] [--rate N [--period S]]
+       celers limits remove NAME
+
+Limits of task names, for every worker and process on the database (they are not per
+queue): at most N tasks of NAME processing at once (per value of the payload field FIELD,
+or JSON path $..., with --partition-by), at most N starts in any S seconds (--period,
+default 1). set replaces the name's limit; list shows each limit with RUNNING (processing
+now) and STARTED (starts in the last period).]==],
   metrics = [[
 Usage: celers metrics
 
@@ -272,6 +283,7 @@ local OPTS = {
   health = {}, metrics = {},
   workers = { ["stale-after"] = "value", prune = "value" },
   workflows = { state = "value", limit = "value", offset = "value", ["older-than"] = "value", yes = "flag" },
+  limits = { concurrency = "value", ["partition-by"] = "value", rate = "value", period = "value" },
 }
 local GLOBAL_OPTS = { dsn = "value", queue = "value", json = "flag", help = "flag", version = "flag" }
 
@@ -1239,6 +1251,58 @@ function commands.workers(o)
   if not list then return fail(lerr) end
   if o.json then emit_json(array(list)) return 0 end
   print_table(list, WORKER_COLS)
+  return 0
+end
+
+local LIMIT_COLS = {
+  { "name", "NAME" }, { "concurrency", "CONCURRENCY" }, { "partition_by", "PARTITION BY" },
+  { "rate", "RATE" }, { "period", "PERIOD" }, { "running", "RUNNING" }, { "started", "STARTED" },
+}
+
+function commands.limits(o)
+  local sub, name = o._pos[1], o._pos[2]
+  if sub ~= "list" and sub ~= "set" and sub ~= "remove" then
+    usage_error("limits needs 'list', 'set NAME' or 'remove NAME'")
+  end
+  no_extra(o, sub == "list" and 1 or 2)
+  local given = o.concurrency or o["partition-by"] or o.rate or o.period
+  if sub ~= "set" and given then
+    usage_error("--concurrency, --partition-by, --rate and --period are for limits set")
+  end
+  if sub ~= "list" and (not name or name == "") then usage_error("limits " .. sub .. " needs a task NAME") end
+  local limit
+  if sub == "set" then
+    limit = { concurrency = number_opt(o, "concurrency", true, 0), rate = number_opt(o, "rate", true, 0),
+              period = number_opt(o, "period", false, 0), partition_by = o["partition-by"] }
+    if not limit.concurrency and not limit.rate then usage_error("limits set needs --concurrency N or --rate N") end
+    if limit.period and not limit.rate then usage_error("--period goes with --rate") end
+    if limit.period == 0 then usage_error("--period must be > 0") end
+    if limit.partition_by and not limit.concurrency then usage_error("--partition-by goes with --concurrency") end
+  end
+  local b, err = connect(o)
+  if not b then return fail(err) end
+  if sub == "list" then
+    local list, lerr = b:list_limits()
+    if not list then return fail(lerr) end
+    if o.json then emit_json(array(list)) return 0 end
+    print_table(list, LIMIT_COLS)
+    return 0
+  end
+  if sub == "remove" then
+    local removed, rerr = b:remove_limit(name)
+    if removed == nil then return fail(rerr) end
+    if not removed then
+      io.stderr:write("celers: task name ", name, " has no limit\n")
+      return 1
+    end
+    if o.json then emit_json { removed = name } else out("removed the limit of ", name, "\n") end
+    return 0
+  end
+  -- the binding checks the rest (a partition path, the ranges) and raises: bad usage
+  local ok, set, serr = pcall(b.set_limit, b, name, limit)
+  if not ok then usage_error((tostring(set):gsub("^celers: set_limit: ", ""))) end
+  if not set then return fail(serr) end
+  if o.json then emit_json { name = name, limit = limit } else out("limited ", name, "\n") end
   return 0
 end
 

@@ -93,6 +93,9 @@ function methods:update_metrics()
   local stats, err = self:get_statistics()
   if not stats then return nil, err end
   metrics.update_from_statistics(self:queue(), stats)
+  local limits, lerr = self:list_limits()
+  if not limits then return nil, lerr end
+  metrics.update_from_limits(limits)
   collect_counters()
   -- workflows span every queue; a database not migrated to them has no such gauges
   local counts, werr = celers.workflow.counts(self)

@@ -259,6 +259,9 @@ predefine("gauge", "celers_scheduled_tasks", "Tasks whose time has not come.", {
 predefine("gauge", "celers_tasks", "Tasks by lifecycle state.", { "queue", "state" })
 predefine("gauge", "celers_workflows", "Workflows (celers.workflow) by state.", { "state" })
 predefine("gauge", "celers_workflow_nodes", "Workflow nodes (member tasks) by state.", { "state" })
+predefine("gauge", "celers_limit_running", "Processing tasks of a limited task name (every queue).", { "task_name" })
+predefine("gauge", "celers_limit_concurrency", "The concurrency limit of a task name.", { "task_name" })
+predefine("gauge", "celers_limit_started", "Starts of a rate-limited task name in its last period.", { "task_name" })
 
 -- Lifecycle states only, so sum(celers_tasks) is the row count; celers_queue_size is
 -- pending + scheduled (every waiting task).
@@ -311,6 +314,26 @@ function metrics.update_from_workflow_counts(counts)
       end
       registry[metric]:set(v, { state = state })
     end
+  end
+end
+
+--- Set the limit gauges from broker:list_limits() output (a list of {name=, concurrency=,
+-- running=, started=, ...}); names no longer limited leave the gauges.
+function metrics.update_from_limits(list)
+  if type(list) ~= "table" then error("metrics.update_from_limits: 'list' must be a table", 2) end
+  local running, cap, started = registry.celers_limit_running, registry.celers_limit_concurrency,
+                                registry.celers_limit_started
+  running:clear()
+  cap:clear()
+  started:clear()
+  for i, l in ipairs(list) do
+    if type(l) ~= "table" or type(l.name) ~= "string" then
+      error(("metrics.update_from_limits: 'list[%d]' must be a limit from list_limits"):format(i), 2)
+    end
+    local labels = { task_name = l.name }
+    running:set(tonumber(l.running) or 0, labels)
+    if l.concurrency then cap:set(l.concurrency, labels) end
+    if l.rate then started:set(tonumber(l.started) or 0, labels) end
   end
 end
 
