@@ -19,7 +19,7 @@ describe("workflows across processes", function()
    end
 
    local function wf_state(wid)
-      return helper.scalar(dsn, "SELECT state FROM celers_workflows WHERE id = " .. q(wid))
+      return helper.scalar(dsn, "SELECT state FROM celers_flows WHERE id = " .. q(wid))
    end
 
    local function lines(path)
@@ -79,7 +79,7 @@ describe("workflows across processes", function()
 
    before_each(function()
       helper.query(dsn, "DELETE FROM celers_tasks; DELETE FROM celers_dead_letter_queue; DELETE FROM celers_results; "
-         .. "DELETE FROM celers_workflows; DELETE FROM celers_workflow_nodes; DELETE FROM celers_workflow_edges")
+         .. "DELETE FROM celers_flows; DELETE FROM celers_flow_nodes; DELETE FROM celers_flow_edges")
    end)
 
    local function chord()
@@ -106,8 +106,8 @@ describe("workflows across processes", function()
       assert.equal(1, runs.m) -- member 2 only: member 1 had no attempt left
       assert.equal(0, runs.cb)
       assert.equal(1, count("celers_dead_letter_queue", "payload = '1'"))
-      assert.equal("failed", helper.scalar(dsn, "SELECT state FROM celers_workflow_nodes WHERE node = 1"))
-      assert.equal("cancelled", helper.scalar(dsn, "SELECT state FROM celers_workflow_nodes WHERE node = 3"))
+      assert.equal("failed", helper.scalar(dsn, "SELECT state FROM celers_flow_nodes WHERE node = 1"))
+      assert.equal("cancelled", helper.scalar(dsn, "SELECT state FROM celers_flow_nodes WHERE node = 3"))
       assert.equal(1, count("celers_tasks", "task_name = 'cb' AND state = 'cancelled'"))
       assert.equal("failed", wf_state(wid))
    end)
@@ -133,7 +133,7 @@ describe("workflows across processes", function()
       crash("ack_no_advance")
       assert.equal(2, count("celers_tasks", "task_name = 'm' AND state = 'completed'"))
       assert.equal(0, count("celers_tasks", "task_name = 'cb'"))
-      assert.equal(2, count("celers_workflow_nodes", "state = 'enqueued'"))
+      assert.equal(2, count("celers_flow_nodes", "state = 'enqueued'"))
       -- the CLI's resume, then a worker's resume at start: the second finds nothing to do
       local code, out = proc.run("CELERS_LUA=" .. helper.shell_quote(helper.lua()) .. " CELERS_DSN=" .. helper.shell_quote(dsn)
          .. " " .. helper.shell_quote(helper.root .. "/bin/celers") .. " workflows resume")
@@ -166,7 +166,7 @@ describe("workflows across processes", function()
       local hs = {}
       for i = 1, 2 do hs[i] = proc.spawn(FIXTURE, { dsn, "pair" }) end
       local done = proc.wait_for(function()
-         return count("celers_workflows", "state = 'running'") == 0
+         return count("celers_flows", "state = 'running'") == 0
       end, 120, 0.2)
       for _, h in ipairs(hs) do proc.kill(assert(proc.pid(h)), "TERM") end
       for _, h in ipairs(hs) do assert.equal(0, (proc.wait(h, 30)), proc.output(h)) end
@@ -174,14 +174,14 @@ describe("workflows across processes", function()
       local together = 0
       for i, wid in ipairs(ids) do
          assert.equal("succeeded", wf_state(wid))
-         assert.equal(1, count("celers_tasks t JOIN celers_workflow_nodes n ON n.task_id = t.id",
+         assert.equal(1, count("celers_tasks t JOIN celers_flow_nodes n ON n.task_id = t.id",
             "n.workflow_id = " .. q(wid) .. " AND t.task_name = 'cb'"))
          assert.equal(1, count("celers_tasks", "queue = 'log' AND payload = " .. q(wid)), "callback runs of workflow " .. i)
          assert.equal("[" .. i .. "," .. -i .. "]",
-            helper.scalar(dsn, "SELECT result FROM celers_workflow_nodes WHERE workflow_id = " .. q(wid) .. " AND node = 3"))
+            helper.scalar(dsn, "SELECT result FROM celers_flow_nodes WHERE workflow_id = " .. q(wid) .. " AND node = 3"))
          -- did the members' advances really meet? (their finishes within 100 ms of each other)
          local gap = tonumber(helper.scalar(dsn, "SELECT TIMESTAMPDIFF(MICROSECOND, MIN(finished_at), MAX(finished_at)) "
-            .. "FROM celers_workflow_nodes WHERE workflow_id = " .. q(wid) .. " AND node IN (1, 2)"))
+            .. "FROM celers_flow_nodes WHERE workflow_id = " .. q(wid) .. " AND node IN (1, 2)"))
          if gap < 100000 then together = together + 1 end
       end
       -- both processes ran members, and most pairs finished together

@@ -21,7 +21,7 @@ describe("celers.workflow", function()
    -- node -> { state, task_state, result, error } as the database holds them
    local function nodes_of(wid)
       local rows = helper.query(dsn, "SELECT n.node, n.state, IFNULL(t.state, '-'), IFNULL(n.result, '-'), "
-         .. "IFNULL(n.error, '-'), n.task_name FROM celers_workflow_nodes n LEFT JOIN celers_tasks t ON t.id = n.task_id "
+         .. "IFNULL(n.error, '-'), n.task_name FROM celers_flow_nodes n LEFT JOIN celers_tasks t ON t.id = n.task_id "
          .. "WHERE n.workflow_id = " .. q(wid) .. " ORDER BY n.node")
       local out = {}
       for _, r in ipairs(rows) do
@@ -31,7 +31,7 @@ describe("celers.workflow", function()
    end
 
    local function wf_state(wid)
-      return scalar("SELECT state FROM celers_workflows WHERE id = " .. q(wid))
+      return scalar("SELECT state FROM celers_flows WHERE id = " .. q(wid))
    end
 
    local function new_worker(handlers, extra)
@@ -58,7 +58,7 @@ describe("celers.workflow", function()
    before_each(function()
       core._inject_fault()
       helper.query(dsn, "DELETE FROM celers_tasks; DELETE FROM celers_dead_letter_queue; DELETE FROM celers_results; "
-         .. "DELETE FROM celers_workflows; DELETE FROM celers_workflow_nodes; DELETE FROM celers_workflow_edges; "
+         .. "DELETE FROM celers_flows; DELETE FROM celers_flow_nodes; DELETE FROM celers_flow_edges; "
          .. "DELETE FROM celers_task_history")
    end)
 
@@ -110,7 +110,7 @@ describe("celers.workflow", function()
             assert.is_false(ok, c[2])
             assert.matches(c[2], tostring(err), 1, true)
          end
-         assert.equal(0, count("celers_workflows"))
+         assert.equal(0, count("celers_flows"))
          assert.equal(0, count("celers_tasks"))
       end)
 
@@ -121,8 +121,8 @@ describe("celers.workflow", function()
          local n = nodes_of(wid)
          assert.equal(long, n[1].name)
          assert.same({ "enqueued", "waiting", "waiting" }, { n[1].state, n[2].state, n[3].state })
-         assert.equal(3, count("celers_workflow_nodes"))
-         assert.equal(2, count("celers_workflow_edges"))
+         assert.equal(3, count("celers_flow_nodes"))
+         assert.equal(2, count("celers_flow_edges"))
          assert.equal(1, count("celers_tasks"))
       end)
    end)
@@ -133,8 +133,8 @@ describe("celers.workflow", function()
          local id, err = workflow.chain { { "a", "x" }, { "b", big } }:start(broker)
          assert.is_nil(id)
          assert.equal("too_large", err.code)
-         assert.equal(0, count("celers_workflows"))
-         assert.equal(0, count("celers_workflow_nodes"))
+         assert.equal(0, count("celers_flows"))
+         assert.equal(0, count("celers_flow_nodes"))
          assert.equal(0, count("celers_tasks"))
       end)
 
@@ -144,8 +144,8 @@ describe("celers.workflow", function()
          local id, err = workflow.group { { "a", "x" }, { "b", big } }:start(broker)
          assert.is_nil(id)
          assert.is_table(err)
-         assert.equal(0, count("celers_workflows"))
-         assert.equal(0, count("celers_workflow_nodes"))
+         assert.equal(0, count("celers_flows"))
+         assert.equal(0, count("celers_flow_nodes"))
          assert.equal(0, count("celers_tasks"))
       end)
 
@@ -182,7 +182,7 @@ describe("celers.workflow", function()
          local members = {}
          for i = 1, 300 do members[i] = { "m", { i = i } } end
          local wid = assert(workflow.chord(members, { "cb", "" }):start(broker))
-         assert.equal(300, count("celers_workflow_edges"))
+         assert.equal(300, count("celers_flow_edges"))
          local total
          drain(new_worker({
             m = function(p) return p.i end,
@@ -205,8 +205,8 @@ describe("celers.workflow", function()
       it("pass each result to the next task and record every step", function()
          local wid = assert(workflow.chain { { "add", { 1, 2 } }, { "double", "" }, { "double", "" } }:start(broker, { name = "math" }))
          assert.equal("running", wf_state(wid))
-         assert.equal("chain", scalar("SELECT kind FROM celers_workflows WHERE id = " .. q(wid)))
-         assert.equal("math", scalar("SELECT name FROM celers_workflows WHERE id = " .. q(wid)))
+         assert.equal("chain", scalar("SELECT kind FROM celers_flows WHERE id = " .. q(wid)))
+         assert.equal("math", scalar("SELECT name FROM celers_flows WHERE id = " .. q(wid)))
          -- only the first task exists before it ran
          assert.equal(1, count("celers_tasks"))
          local seen = {}
@@ -226,10 +226,10 @@ describe("celers.workflow", function()
             assert.equal(r, n[i].result)
          end
          assert.equal("succeeded", wf_state(wid))
-         assert.equal(0, tonumber(scalar("SELECT nodes_left FROM celers_workflows WHERE id = " .. q(wid))))
-         assert.is_not_nil(scalar("SELECT finished_at FROM celers_workflows WHERE id = " .. q(wid)))
+         assert.equal(0, tonumber(scalar("SELECT nodes_left FROM celers_flows WHERE id = " .. q(wid))))
+         assert.is_not_nil(scalar("SELECT finished_at FROM celers_flows WHERE id = " .. q(wid)))
          -- the tasks carry their place
-         local meta = json.decode(scalar("SELECT metadata FROM celers_tasks t JOIN celers_workflow_nodes n ON n.task_id = t.id "
+         local meta = json.decode(scalar("SELECT metadata FROM celers_tasks t JOIN celers_flow_nodes n ON n.task_id = t.id "
             .. "WHERE n.node = 2"))
          assert.same({ id = wid, node = 2, parents = 1 }, meta.workflow)
       end)
@@ -304,12 +304,12 @@ describe("celers.workflow", function()
       it("a group runs every member; the workflow succeeds when all did", function()
          local wid = assert(workflow.group { { "a", "1" }, { "a", "2" }, { "a", "3" } }:start(broker))
          assert.equal(3, count("celers_tasks", "state = 'pending'"))
-         assert.equal(0, count("celers_workflow_edges"))
+         assert.equal(0, count("celers_flow_edges"))
          drain(new_worker { a = function(p) return tonumber(p) end })
          local n = nodes_of(wid)
          for i = 1, 3 do assert.equal(tostring(i), n[i].result) end
          assert.equal("succeeded", wf_state(wid))
-         assert.equal("group", scalar("SELECT kind FROM celers_workflows WHERE id = " .. q(wid)))
+         assert.equal("group", scalar("SELECT kind FROM celers_flows WHERE id = " .. q(wid)))
       end)
 
       it("a chord's callback gets the results in member order, whatever order they finished in", function()
@@ -326,7 +326,7 @@ describe("celers.workflow", function()
          assert.same({ { n = 1 }, { n = 2 }, { n = 3 }, { n = 4 }, { n = 5 } }, got)
          assert.equal(1, count("celers_tasks", "task_name = 'cb'"))
          assert.equal("succeeded", nodes_of(wid)[6].state)
-         assert.equal("chord", scalar("SELECT kind FROM celers_workflows WHERE id = " .. q(wid)))
+         assert.equal("chord", scalar("SELECT kind FROM celers_flows WHERE id = " .. q(wid)))
       end)
 
       it("a member returning nothing gives json.null in ctx.results", function()
@@ -394,7 +394,7 @@ describe("celers.workflow", function()
          assert.matches("not needed", n[4].error)
          assert.equal("cancelled", n[4].task)
          assert.equal("succeeded", wf_state(wid))
-         assert.equal("batch", scalar("SELECT kind FROM celers_workflows WHERE id = " .. q(wid)))
+         assert.equal("batch", scalar("SELECT kind FROM celers_flows WHERE id = " .. q(wid)))
       end)
 
       it("on_failure runs once, after every member finished, when one failed; on_success is cancelled", function()
@@ -411,7 +411,7 @@ describe("celers.workflow", function()
             ko = function(_, ctx)
                ko_runs = ko_runs + 1
                ko_got = ctx.results
-               left_when_ko = count("celers_workflow_nodes", "task_name IN ('m', 'bad') AND state IN ('waiting', 'enqueued')")
+               left_when_ko = count("celers_flow_nodes", "task_name IN ('m', 'bad') AND state IN ('waiting', 'enqueued')")
             end,
          }, { batch_size = 1 }))
          assert.equal(1, ko_runs)
@@ -599,8 +599,8 @@ describe("celers.workflow", function()
          it("at " .. fault.at, function()
             local cut = 0
             for k = 1, 12 do
-               helper.query(dsn, "DELETE FROM celers_tasks; DELETE FROM celers_workflows; DELETE FROM celers_workflow_nodes; "
-                  .. "DELETE FROM celers_workflow_edges")
+               helper.query(dsn, "DELETE FROM celers_tasks; DELETE FROM celers_flows; DELETE FROM celers_flow_nodes; "
+                  .. "DELETE FROM celers_flow_edges")
                local wid = assert(workflow.chord({ { "m", "1" }, { "m", "2" } }, { "cb", "" }):start(broker))
                local runs = { m = 0, cb = 0 }
                local w = new_worker({
@@ -608,7 +608,7 @@ describe("celers.workflow", function()
                   cb = function(_, ctx) runs.cb = runs.cb + 1 return ctx.results end,
                }, { batch_size = 1, lease = 0.5 })
                core._inject_fault { at = fault.at, errno = fault.errno, nth = k,
-                                    op = fault.at ~= "commit" and "celers_workflow" or nil }
+                                    op = fault.at ~= "commit" and "celers_flow" or nil }
                for _ = 1, 400 do
                   w:step(1)
                   if wf_state(wid) ~= "running" and #w.done == 0 and #w.unadvanced == 0 then break end
@@ -639,7 +639,7 @@ describe("celers.workflow", function()
          assert(broker:execute("SET SESSION innodb_lock_wait_timeout = 1"))
          local w = new_worker({ m = function() return "r" end, next = function() end }, { batch_size = 1 })
          local ok, err = other:transaction(function(tx)
-            assert(tx:execute("SELECT id FROM celers_workflows WHERE id = ? FOR UPDATE", wid))
+            assert(tx:execute("SELECT id FROM celers_flows WHERE id = ? FOR UPDATE", wid))
             w:step(1)
             -- the member ran, its advance waited for the lock and failed: kept, not acked
             assert.equal(1, #w.unadvanced)
@@ -657,6 +657,40 @@ describe("celers.workflow", function()
          other:close()
          assert(broker:execute("SET SESSION innodb_lock_wait_timeout = 50"))
       end)
+   end)
+
+   it("lives beside the Rust broker's own workflow tables (its 007), whichever broker migrated first", function()
+      local rust = require "spec.rust_broker"
+      local rdsn = helper.fresh_dsn("spec_workflow_rust_first")
+      rust.migrate(rdsn)
+      -- the Rust 007 tables of the same family as ours (restated here with columns of their own)
+      helper.query(rdsn, "CREATE TABLE IF NOT EXISTS celers_workflow_nodes (id CHAR(36) PRIMARY KEY, workflow_id CHAR(36) NOT NULL, "
+         .. "task_name VARCHAR(255) NOT NULL); CREATE TABLE IF NOT EXISTS celers_workflow_edges (workflow_id CHAR(36) NOT NULL, "
+         .. "from_node CHAR(36) NOT NULL, to_node CHAR(36) NOT NULL)")
+      local before = helper.query(rdsn, "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = DATABASE() "
+         .. "AND table_name LIKE 'celers\\_workflow%' ORDER BY table_name, ordinal_position")
+      local b = assert(celers.connect(rdsn))
+      assert(b:migrate())
+      local wid = assert(workflow.chain { { "a", "" }, { "b", "" } }:start(b))
+      local w = assert(celers.worker.new { broker = b, log = false, report_every = false, handlers = {
+         a = function() return 1 end, b = function(_, ctx) return ctx.result + 1 end } })
+      w:run { idle_exit = 0.3, trap_signals = false }
+      local st = assert(workflow.status(b, wid))
+      assert.equal("succeeded", st.state)
+      assert.equal(2, st.nodes[2].result)
+      -- the Rust tables are untouched
+      assert.same(before, helper.query(rdsn, "SELECT table_name, column_name FROM information_schema.columns "
+         .. "WHERE table_schema = DATABASE() AND table_name LIKE 'celers\\_workflow%' ORDER BY table_name, ordinal_position"))
+      assert.is_true(#before >= 5)
+      b:close()
+      -- and the Rust migrate() on a database we created still creates its own workflows table
+      local odsn = helper.fresh_dsn("spec_workflow_ours_first")
+      local o = assert(celers.connect(odsn))
+      assert(o:migrate())
+      o:close()
+      rust.migrate(odsn)
+      assert.equal("name", helper.scalar(odsn, "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() "
+         .. "AND table_name = 'celers_workflows' AND column_name = 'name'"))
    end)
 
    describe("the CLI: celers workflows", function()
@@ -704,7 +738,7 @@ describe("celers.workflow", function()
          assert.equal(0, code)
          assert.matches("Usage: celers workflows list", out, 1, true)
          assert.equal(1, count("celers_tasks"))
-         assert.equal("running", scalar("SELECT state FROM celers_workflows"))
+         assert.equal("running", scalar("SELECT state FROM celers_flows"))
       end)
 
       it("list, show, cancel and resume act on the tables", function()
@@ -756,29 +790,29 @@ describe("celers.workflow", function()
          assert.equal(2, code)
          assert.matches("would delete 1 finished workflows", out, 1, true)
          assert.matches("add --yes", err, 1, true)
-         assert.equal(2, count("celers_workflows"))
+         assert.equal(2, count("celers_flows"))
          code, out = cli("workflows prune --older-than 3600 --yes")
          assert.equal(0, code, out)
          assert.matches("deleted 0 finished workflows", out, 1, true)
          code, out = cli("--json workflows prune --older-than 0 --yes")
          assert.equal(0, code, out)
          assert.same({ pruned = 1 }, json.decode(out))
-         assert.equal(running, scalar("SELECT id FROM celers_workflows"))
-         assert.equal(0, count("celers_workflow_nodes", "workflow_id = " .. q(wid)))
-         assert.equal(0, count("celers_workflow_edges", "workflow_id = " .. q(wid)))
-         assert.equal(2, count("celers_workflow_nodes"))
+         assert.equal(running, scalar("SELECT id FROM celers_flows"))
+         assert.equal(0, count("celers_flow_nodes", "workflow_id = " .. q(wid)))
+         assert.equal(0, count("celers_flow_edges", "workflow_id = " .. q(wid)))
+         assert.equal(2, count("celers_flow_nodes"))
          assert.equal(3, count("celers_tasks")) -- the tasks are left to their own upkeep
       end)
 
       it("prune deletes in chunks and never a running workflow; misuse raises", function()
          for _ = 1, 230 do assert(workflow.task("a", ""):start(broker)) end
-         helper.query(dsn, "UPDATE celers_workflows SET state = 'succeeded', finished_at = NOW(6) - INTERVAL 2 HOUR "
+         helper.query(dsn, "UPDATE celers_flows SET state = 'succeeded', finished_at = NOW(6) - INTERVAL 2 HOUR "
             .. "ORDER BY id LIMIT 205")
          assert.equal(205, workflow.count_finished(broker, 3600))
          assert.equal(0, workflow.count_finished(broker, 3 * 3600))
          assert.equal(205, workflow.prune(broker, 3600))
-         assert.equal(25, count("celers_workflows"))
-         assert.equal(25, count("celers_workflow_nodes"))
+         assert.equal(25, count("celers_flows"))
+         assert.equal(25, count("celers_flow_nodes"))
          assert.equal(0, workflow.prune(broker, 0))
          assert.has_error(function() workflow.prune(broker, -1) end,
             "celers: workflow.prune: 'older_than' must be a non-negative finite number of seconds (got -1)")

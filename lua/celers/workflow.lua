@@ -1,5 +1,5 @@
 --- celers.workflow: chains, groups, chords and batches of tasks whose dependencies live in
--- the database (celers_workflows, celers_workflow_nodes, celers_workflow_edges), so a crash
+-- the database (celers_flows, celers_flow_nodes, celers_flow_edges), so a crash
 -- at any point resumes.
 --
 --   local workflow = require "celers.workflow"
@@ -385,7 +385,7 @@ function workflow.start(broker, wf, opts)
   local task_ids = {}
   for i = 1, #nodes do task_ids[i] = core.uuid7() end
   return broker:transaction(function(tx)
-    local ok, err = tx:execute("INSERT INTO celers_workflows (id, kind, name, state, nodes_total, nodes_left) "
+    local ok, err = tx:execute("INSERT INTO celers_flows (id, kind, name, state, nodes_total, nodes_left) "
       .. "VALUES (?, ?, ?, 'running', ?, ?)", wid, kind, opts.name, #nodes, #nodes)
     if not ok then return nil, err end
     local i = 1
@@ -401,7 +401,7 @@ function workflow.start(broker, wf, opts)
         end
         count, i = count + 1, i + 1
       end
-      ok, err = tx:execute("INSERT INTO celers_workflow_nodes (workflow_id, node, task_id, task_name, payload, "
+      ok, err = tx:execute("INSERT INTO celers_flow_nodes (workflow_id, node, task_id, task_name, payload, "
         .. "payload_type, options, trigger_rule, state, parents_left) VALUES "
         .. placeholders(count, "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), unpack(vals))
       if not ok then return nil, err end
@@ -412,7 +412,7 @@ function workflow.start(broker, wf, opts)
         vals[#vals + 1], vals[#vals + 2], vals[#vals + 3] = wid, edges[k][1], edges[k][2]
         count = count + 1
       end
-      ok, err = tx:execute("INSERT INTO celers_workflow_edges (workflow_id, parent_node, child_node) VALUES "
+      ok, err = tx:execute("INSERT INTO celers_flow_edges (workflow_id, parent_node, child_node) VALUES "
         .. placeholders(count, "(?, ?, ?)"), unpack(vals))
       if not ok then return nil, err end
     end
@@ -435,19 +435,19 @@ end
 -- == Advancing
 
 local NODE_COLS = "workflow_id, node, task_id, task_name, payload, payload_type, options, trigger_rule, "
-  .. "parents_left, parents_failed, (SELECT COUNT(*) FROM celers_workflow_edges e "
+  .. "parents_left, parents_failed, (SELECT COUNT(*) FROM celers_flow_edges e "
   .. "WHERE e.workflow_id = n.workflow_id AND e.child_node = n.node) AS parents"
 
 -- A parent of `node` finished (ok: it succeeded): count it off, and enqueue or cancel the
 -- child when that decides it. Returns "enqueued", "cancelled" or false, or nil, err.
 local function parent_finished(tx, wid, node, ok)
-  local n, err = tx:execute("UPDATE celers_workflow_nodes SET parents_left = parents_left - 1, "
+  local n, err = tx:execute("UPDATE celers_flow_nodes SET parents_left = parents_left - 1, "
     .. "parents_failed = parents_failed + ? WHERE workflow_id = ? AND node = ? AND state = 'waiting'",
     ok and 0 or 1, wid, node)
   if not n then return nil, err end
   if n == 0 then return false end -- already decided (cancelled early)
   local rows
-  rows, err = tx:execute("SELECT " .. NODE_COLS .. " FROM celers_workflow_nodes n "
+  rows, err = tx:execute("SELECT " .. NODE_COLS .. " FROM celers_flow_nodes n "
     .. "WHERE workflow_id = ? AND node = ?", wid, node)
   if not rows then return nil, err end
   local row = rows[1]
@@ -465,7 +465,7 @@ local function parent_finished(tx, wid, node, ok)
     end
   end
   if run then
-    n, err = tx:execute("UPDATE celers_workflow_nodes SET state = 'enqueued' "
+    n, err = tx:execute("UPDATE celers_flow_nodes SET state = 'enqueued' "
       .. "WHERE workflow_id = ? AND node = ? AND state = 'waiting'", wid, node)
     if not n then return nil, err end
     local qok, qerr = enqueue_node(tx, wid, node, row)
@@ -474,7 +474,7 @@ local function parent_finished(tx, wid, node, ok)
   end
   local reason = row.trigger_rule == "any_failed" and "not needed: every parent succeeded"
     or "cancelled: a parent did not succeed"
-  n, err = tx:execute("UPDATE celers_workflow_nodes SET state = 'cancelled', error = ?, finished_at = NOW(6) "
+  n, err = tx:execute("UPDATE celers_flow_nodes SET state = 'cancelled', error = ?, finished_at = NOW(6) "
     .. "WHERE workflow_id = ? AND node = ? AND state = 'waiting'", reason, wid, node)
   if not n then return nil, err end
   local cok, cerr = insert_cancelled_task(tx, row, reason)
@@ -486,11 +486,11 @@ end
 -- failed or cancelled). Returns true when it moved (false: already done, or no such node), or
 -- nil, err.
 local function finish(tx, wid, node, task_id, state, result, result_type, errtext)
-  local w, err = tx:execute("SELECT state, nodes_left FROM celers_workflows WHERE id = ? FOR UPDATE", wid)
+  local w, err = tx:execute("SELECT state, nodes_left FROM celers_flows WHERE id = ? FOR UPDATE", wid)
   if not w then return nil, err end
   if not w[1] then return false end
   local n
-  n, err = tx:execute("UPDATE celers_workflow_nodes SET state = ?, result = ?, result_type = ?, error = ?, "
+  n, err = tx:execute("UPDATE celers_flow_nodes SET state = ?, result = ?, result_type = ?, error = ?, "
     .. "finished_at = NOW(6) WHERE workflow_id = ? AND node = ? AND task_id = ? AND state = 'enqueued'",
     state, result, result_type, errtext, wid, node, task_id)
   if not n then return nil, err end
@@ -502,7 +502,7 @@ local function finish(tx, wid, node, task_id, state, result, result_type, errtex
     local item = queue[head]
     head = head + 1
     local children
-    children, err = tx:execute("SELECT child_node FROM celers_workflow_edges "
+    children, err = tx:execute("SELECT child_node FROM celers_flow_edges "
       .. "WHERE workflow_id = ? AND parent_node = ? ORDER BY child_node", wid, item[1])
     if not children then return nil, err end
     for _, c in ipairs(children) do
@@ -516,17 +516,17 @@ local function finish(tx, wid, node, task_id, state, result, result_type, errtex
     end
   end
   local left = w[1].nodes_left - done
-  n, err = tx:execute("UPDATE celers_workflows SET nodes_left = ? WHERE id = ?", left, wid)
+  n, err = tx:execute("UPDATE celers_flows SET nodes_left = ? WHERE id = ?", left, wid)
   if not n then return nil, err end
   if left <= 0 and w[1].state == "running" then
     local s
     s, err = tx:execute("SELECT COALESCE(SUM(state = 'failed'), 0) AS failed, "
       .. "COALESCE(SUM(state = 'cancelled' AND trigger_rule = 'all_succeeded'), 0) AS cancelled "
-      .. "FROM celers_workflow_nodes WHERE workflow_id = ?", wid)
+      .. "FROM celers_flow_nodes WHERE workflow_id = ?", wid)
     if not s then return nil, err end
     local final = tonumber(s[1].failed) > 0 and "failed"
       or tonumber(s[1].cancelled) > 0 and "cancelled" or "succeeded"
-    n, err = tx:execute("UPDATE celers_workflows SET state = ?, finished_at = NOW(6) WHERE id = ?", final, wid)
+    n, err = tx:execute("UPDATE celers_flows SET state = ?, finished_at = NOW(6) WHERE id = ?", final, wid)
     if not n then return nil, err end
   end
   return true
@@ -615,8 +615,8 @@ function workflow.parent_results(broker, task)
   local w = place_of(task)
   local results = json.array()
   if not w or w.parents == 0 then return results end
-  local rows, err = broker:execute("SELECT n.result, n.result_type FROM celers_workflow_edges e "
-    .. "JOIN celers_workflow_nodes n ON n.workflow_id = e.workflow_id AND n.node = e.parent_node "
+  local rows, err = broker:execute("SELECT n.result, n.result_type FROM celers_flow_edges e "
+    .. "JOIN celers_flow_nodes n ON n.workflow_id = e.workflow_id AND n.node = e.parent_node "
     .. "WHERE e.workflow_id = ? AND e.child_node = ? ORDER BY e.parent_node", w.id, w.node)
   if not rows then return nil, err end
   for i, r in ipairs(rows) do results[i] = decode_result(r[1], r[2]) end
@@ -676,7 +676,7 @@ function workflow.resume(broker, opts)
   end
   local aw, an = after and after[1] or "", after and after[2] or -1
   local rows, err = broker:execute("SELECT n.workflow_id, n.node, n.task_id, t.state, t.error_message, "
-    .. "d.task_id, d.error_message FROM celers_workflow_nodes n "
+    .. "d.task_id, d.error_message FROM celers_flow_nodes n "
     .. "LEFT JOIN celers_tasks t ON t.id = n.task_id "
     .. "LEFT JOIN celers_dead_letter_queue d ON t.id IS NULL AND d.task_id = n.task_id "
     .. "WHERE n.state = 'enqueued' AND (n.workflow_id > ? OR (n.workflow_id = ? AND n.node > ?)) "
@@ -722,7 +722,7 @@ function workflow.status(broker, id)
     raise(("celers: workflow.status: 'id' must be a string (got %s)"):format(type(id)))
   end
   local w, err = broker:execute("SELECT id, kind, name, state, nodes_total, nodes_left, "
-    .. "UNIX_TIMESTAMP(created_at), UNIX_TIMESTAMP(finished_at) FROM celers_workflows WHERE id = ?", id)
+    .. "UNIX_TIMESTAMP(created_at), UNIX_TIMESTAMP(finished_at) FROM celers_flows WHERE id = ?", id)
   if not w then return nil, err end
   if not w[1] then return nil end
   local r = w[1]
@@ -730,7 +730,7 @@ function workflow.status(broker, id)
                 nodes_left = num(r[6]), created_at = num(r[7]), finished_at = num(r[8]), nodes = json.array() }
   local rows
   rows, err = broker:execute("SELECT node, task_name, task_id, state, trigger_rule, result, result_type, error, "
-    .. "UNIX_TIMESTAMP(finished_at) FROM celers_workflow_nodes WHERE workflow_id = ? ORDER BY node", id)
+    .. "UNIX_TIMESTAMP(finished_at) FROM celers_flow_nodes WHERE workflow_id = ? ORDER BY node", id)
   if not rows then return nil, err end
   for i, n in ipairs(rows) do
     out.nodes[i] = { node = num(n[1]), name = n[2], task_id = n[3], state = n[4], trigger = n[5],
@@ -738,7 +738,7 @@ function workflow.status(broker, id)
                      finished_at = num(n[9]), parents = json.array() }
   end
   local edges
-  edges, err = broker:execute("SELECT parent_node, child_node FROM celers_workflow_edges WHERE workflow_id = ? "
+  edges, err = broker:execute("SELECT parent_node, child_node FROM celers_flow_edges WHERE workflow_id = ? "
     .. "ORDER BY child_node, parent_node", id)
   if not edges then return nil, err end
   for _, e in ipairs(edges) do
@@ -771,7 +771,7 @@ function workflow.list(broker, opts)
     raise("celers: workflow.list: 'offset' must be a non-negative integer")
   end
   local rows, err = broker:execute("SELECT id, kind, name, state, nodes_total, nodes_left, "
-    .. "UNIX_TIMESTAMP(created_at), UNIX_TIMESTAMP(finished_at) FROM celers_workflows "
+    .. "UNIX_TIMESTAMP(created_at), UNIX_TIMESTAMP(finished_at) FROM celers_flows "
     .. "WHERE (? IS NULL OR state = ?) ORDER BY id DESC LIMIT ? OFFSET ?",
     opts.state, opts.state, limit, offset)
   if not rows then return nil, err end
@@ -794,7 +794,7 @@ function workflow.cancel(broker, id)
   end
   local found = true
   local res, err = broker:transaction(function(tx)
-    local w, e = tx:execute("SELECT state FROM celers_workflows WHERE id = ? FOR UPDATE", id)
+    local w, e = tx:execute("SELECT state FROM celers_flows WHERE id = ? FOR UPDATE", id)
     if not w then return nil, e end
     if not w[1] then
       found = false
@@ -802,7 +802,7 @@ function workflow.cancel(broker, id)
     end
     if w[1].state ~= "running" then return false end
     local rows
-    rows, e = tx:execute("SELECT " .. NODE_COLS .. ", state FROM celers_workflow_nodes n "
+    rows, e = tx:execute("SELECT " .. NODE_COLS .. ", state FROM celers_flow_nodes n "
       .. "WHERE workflow_id = ? AND state IN ('waiting', 'enqueued') ORDER BY node", id)
     if not rows then return nil, e end
     for _, row in ipairs(rows) do
@@ -816,10 +816,10 @@ function workflow.cancel(broker, id)
       if not ok then return nil, e end
     end
     local n
-    n, e = tx:execute("UPDATE celers_workflow_nodes SET state = 'cancelled', error = 'workflow cancelled', "
+    n, e = tx:execute("UPDATE celers_flow_nodes SET state = 'cancelled', error = 'workflow cancelled', "
       .. "finished_at = NOW(6) WHERE workflow_id = ? AND state IN ('waiting', 'enqueued')", id)
     if not n then return nil, e end
-    n, e = tx:execute("UPDATE celers_workflows SET state = 'cancelled', nodes_left = 0, finished_at = NOW(6) "
+    n, e = tx:execute("UPDATE celers_flows SET state = 'cancelled', nodes_left = 0, finished_at = NOW(6) "
       .. "WHERE id = ?", id)
     if not n then return nil, e end
     return #rows
@@ -844,7 +844,7 @@ end
 function workflow.count_finished(broker, older_than)
   check_broker(broker, "workflow.count_finished")
   check_age(older_than, "workflow.count_finished")
-  local rows, err = broker:execute("SELECT COUNT(*) FROM celers_workflows WHERE state <> 'running' "
+  local rows, err = broker:execute("SELECT COUNT(*) FROM celers_flows WHERE state <> 'running' "
     .. "AND finished_at < NOW(6) - INTERVAL ? MICROSECOND", math.floor(older_than * 1e6))
   if not rows then return nil, err end
   return tonumber(rows[1][1])
@@ -861,15 +861,15 @@ function workflow.prune(broker, older_than)
   local total = 0
   while true do
     local n, err = broker:transaction(function(tx)
-      local rows, e = tx:execute("SELECT id FROM celers_workflows WHERE state <> 'running' "
+      local rows, e = tx:execute("SELECT id FROM celers_flows WHERE state <> 'running' "
         .. "AND finished_at < NOW(6) - INTERVAL ? MICROSECOND ORDER BY id LIMIT ? FOR UPDATE", micro, PRUNE_CHUNK)
       if not rows then return nil, e end
       for _, r in ipairs(rows) do
-        for _, tbl in ipairs { "celers_workflow_edges", "celers_workflow_nodes" } do
+        for _, tbl in ipairs { "celers_flow_edges", "celers_flow_nodes" } do
           local ok, de = tx:execute("DELETE FROM " .. tbl .. " WHERE workflow_id = ?", r.id)
           if not ok then return nil, de end
         end
-        local ok, de = tx:execute("DELETE FROM celers_workflows WHERE id = ?", r.id)
+        local ok, de = tx:execute("DELETE FROM celers_flows WHERE id = ?", r.id)
         if not ok then return nil, de end
       end
       return #rows
@@ -885,7 +885,7 @@ end
 function workflow.counts(broker)
   check_broker(broker, "workflow.counts")
   local out = { workflows = {}, nodes = {} }
-  for key, tbl in pairs { workflows = "celers_workflows", nodes = "celers_workflow_nodes" } do
+  for key, tbl in pairs { workflows = "celers_flows", nodes = "celers_flow_nodes" } do
     local rows, err = broker:execute("SELECT state, COUNT(*) FROM " .. tbl .. " GROUP BY state")
     if not rows then return nil, err end
     for _, r in ipairs(rows) do out[key][r[1]] = tonumber(r[2]) end
