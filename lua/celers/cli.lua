@@ -47,6 +47,7 @@ Commands:
   workers                 the workers of the queue, from the worker registry
   limits list|set|remove  concurrency and rate limits per task name (every queue)
   metrics                 Prometheus metrics of the queue
+  workflows SUBCOMMAND    chains, groups, chords, batches: list, show, cancel, resume, prune
 
 Options for every command:
   --dsn DSN      database to use (default: $CELERS_DSN)
@@ -238,6 +239,22 @@ now) and STARTED (starts in the last period).]==],
 Usage: celers metrics
 
 Prints the queue's metrics in the Prometheus text format.]],
+  workflows = [[
+Usage: celers workflows list [--state STATE] [--limit N] [--offset N]
+       celers workflows show ID
+       celers workflows cancel ID
+       celers workflows resume [--limit N]
+       celers workflows prune --older-than SECONDS --yes
+
+Workflows (celers.workflow: chains, groups, chords, batches), of every queue.
+list: newest first (default limit 20); STATE is one of running, succeeded, failed,
+cancelled. show: the workflow and each node (task, state, parents, result, error).
+cancel: cancel the waiting and enqueued nodes of a running workflow and their tasks.
+resume: advance the members whose task ended without advancing its workflow (a worker
+that died between the two, a cancelled or dead-lettered task); workers also do it
+every 10 s. --limit: nodes looked at per round (default 100); every round runs.
+prune: delete the workflows that finished more than SECONDS ago, with their nodes and
+edges (not their tasks); shows the count and deletes only with --yes.]],
 }
 
 -- option specs per command: name -> "flag" | "value" | "list"
@@ -265,6 +282,7 @@ local OPTS = {
   import = { ["on-error"] = "value", batch = "value", ["requeue-dlq"] = "flag", ["into-queue"] = "value" },
   health = {}, metrics = {},
   workers = { ["stale-after"] = "value", prune = "value" },
+  workflows = { state = "value", limit = "value", offset = "value", ["older-than"] = "value", yes = "flag" },
   limits = { concurrency = "value", ["partition-by"] = "value", rate = "value", period = "value" },
 }
 local GLOBAL_OPTS = { dsn = "value", queue = "value", json = "flag", help = "flag", version = "flag" }
@@ -968,6 +986,89 @@ local STEPS = {
 }
 local MAINTAIN_OPT = { recover = "stuck-after", archive = "archive-after", ["prune-results"] = "results-after",
                        ["prune-workers"] = "workers-after" }
+
+local WORKFLOW_STATES = { running = true, succeeded = true, failed = true, cancelled = true }
+
+function commands.workflows(o)
+  local sub, id = o._pos[1], o._pos[2]
+  local subs = { list = 1, show = 2, cancel = 2, resume = 1, prune = 1 }
+  if not subs[sub] then usage_error("workflows needs 'list', 'show ID', 'cancel ID', 'resume' or 'prune'") end
+  if subs[sub] == 2 and not id then usage_error("workflows " .. sub .. " needs a workflow ID") end
+  no_extra(o, subs[sub])
+  if o.state and sub ~= "list" then usage_error("--state is for workflows list") end
+  if o.offset and sub ~= "list" then usage_error("--offset is for workflows list") end
+  if o.limit and sub ~= "list" and sub ~= "resume" then usage_error("--limit is for workflows list and resume") end
+  if (o["older-than"] or o.yes) and sub ~= "prune" then
+    usage_error("--older-than and --yes are for workflows prune")
+  end
+  if sub == "prune" and not o["older-than"] then usage_error("workflows prune needs --older-than SECONDS") end
+  if o.state and not WORKFLOW_STATES[o.state] then
+    usage_error("--state must be running, succeeded, failed or cancelled")
+  end
+  local limit = number_opt(o, "limit", true, sub == "resume" and 1 or 0)
+  local older = number_opt(o, "older-than", false, 0)
+  local offset = number_opt(o, "offset", true, 0)
+  local b, err = connect(o)
+  if not b then return fail(err) end
+  local workflow = celers.workflow
+  if sub == "list" then
+    local list, lerr = workflow.list(b, { state = o.state, limit = limit or 20, offset = offset or 0 })
+    if not list then return fail(lerr) end
+    if o.json then emit_json(list) return 0 end
+    print_table(list, { { "id", "ID" }, { "kind", "KIND" }, { "name", "NAME" }, { "state", "STATE" },
+                        { "nodes_total", "NODES" }, { "nodes_left", "LEFT" }, { "created_at", "CREATED", fmt_time },
+                        { "finished_at", "FINISHED", fmt_time } })
+    return 0
+  elseif sub == "show" then
+    local st, serr = workflow.status(b, id)
+    if serr then return fail(serr) end
+    if not st then
+      io.stderr:write("celers: no workflow ", id, "\n")
+      return 1
+    end
+    if o.json then emit_json(st) return 0 end
+    print_kv(st, { "id", "kind", "name", "state", "nodes_total", "nodes_left", "created_at", "finished_at" })
+    out("\n")
+    print_table(st.nodes, { { "node", "NODE" }, { "name", "NAME" }, { "task_id", "TASK ID" }, { "state", "STATE" },
+                            { "parents", "PARENTS", function(v) return #v > 0 and table.concat(v, ",") or "-" end },
+                            { "result", "RESULT" }, { "error", "ERROR" } })
+    return 0
+  elseif sub == "cancel" then
+    local n, cerr = workflow.cancel(b, id)
+    if n == nil and cerr then return fail(cerr) end
+    if n == nil then
+      io.stderr:write("celers: no workflow ", id, "\n")
+      return 1
+    end
+    if n == false then
+      io.stderr:write("celers: workflow ", id, " is not running (nothing to cancel)\n")
+      return 1
+    end
+    if o.json then emit_json { cancelled = id, nodes = n } else out("cancelled workflow ", id, " (", n, " nodes)\n") end
+    return 0
+  end
+  if sub == "prune" then
+    local n, perr = workflow.count_finished(b, older)
+    if not n then return fail(perr) end
+    if not o.yes then
+      io.stdout:write("would delete ", n, " finished workflows (of every queue)\n")
+      usage_error(("nothing deleted: add --yes to delete these %d finished workflows"):format(n))
+    end
+    n, perr = workflow.prune(b, older)
+    if not n then return fail(perr) end
+    if o.json then emit_json { pruned = n } else out("deleted ", n, " finished workflows\n") end
+    return 0
+  end
+  -- resume: every round, until the end of the enqueued nodes
+  local total, cursor = 0, nil
+  repeat
+    local n, c = workflow.resume(b, { limit = limit or 100, after = cursor })
+    if not n then return fail(c) end
+    total, cursor = total + n, c
+  until not cursor
+  if o.json then emit_json { advanced = total } else out("advanced ", total, " workflow nodes\n") end
+  return 0
+end
 
 local function summary_text(t)
   local keys = {}

@@ -1,7 +1,7 @@
 --- celers: a MySQL/MariaDB task queue.
 -- `require "celers"` gives connect() and, on first use, the Lua layer's modules
 -- (celers.worker, celers.retry, celers.circuit_breaker, celers.recurring, celers.bulk,
--- celers.metrics, celers.cron). Brokers are userdata from the C core (celers.core).
+-- celers.metrics, celers.cron, celers.workflow). Brokers are userdata from the C core (celers.core).
 local core = require "celers.core"
 
 -- Table payloads, metadata and results travel as JSON through the core's exact codec
@@ -43,7 +43,7 @@ end
 
 local submodules = {
   worker = true, retry = true, circuit_breaker = true, recurring = true, bulk = true,
-  metrics = true, cron = true, cli = true,
+  metrics = true, cron = true, cli = true, workflow = true,
 }
 
 setmetatable(celers, {
@@ -82,8 +82,8 @@ end
 
 local collector_added = false
 
---- Refresh the gauges of this broker's queue from the database and the counters from
--- this process. Returns the statistics, or nil and an error.
+--- Refresh the gauges of this broker's queue (and of the workflows) from the database and
+-- the counters from this process. Returns the statistics, or nil and an error.
 function methods:update_metrics()
   local metrics = celers.metrics
   if not collector_added then
@@ -97,6 +97,13 @@ function methods:update_metrics()
   if not limits then return nil, lerr end
   metrics.update_from_limits(limits)
   collect_counters()
+  -- workflows span every queue; a database not migrated to them has no such gauges
+  local counts, werr = celers.workflow.counts(self)
+  if counts then
+    metrics.update_from_workflow_counts(counts)
+  elseif werr.errno ~= 1146 then
+    return nil, werr
+  end
   return stats
 end
 

@@ -257,6 +257,8 @@ predefine("gauge", "celers_processing_queue_size", "Tasks being processed.", { "
 predefine("gauge", "celers_dlq_size", "Tasks in the dead letter queue.", { "queue" })
 predefine("gauge", "celers_scheduled_tasks", "Tasks whose time has not come.", { "queue" })
 predefine("gauge", "celers_tasks", "Tasks by lifecycle state.", { "queue", "state" })
+predefine("gauge", "celers_workflows", "Workflows (celers.workflow) by state.", { "state" })
+predefine("gauge", "celers_workflow_nodes", "Workflow nodes (member tasks) by state.", { "state" })
 predefine("gauge", "celers_limit_running", "Processing tasks of a limited task name (every queue).", { "task_name" })
 predefine("gauge", "celers_limit_concurrency", "The concurrency limit of a task name.", { "task_name" })
 predefine("gauge", "celers_limit_started", "Starts of a rate-limited task name in its last period.", { "task_name" })
@@ -289,6 +291,29 @@ function metrics.update_from_statistics(queue, stats)
   if n.pending then registry.celers_queue_size:set(n.pending + (n.scheduled or 0), q) end
   for _, state in ipairs(STATES) do
     if n[state] then registry.celers_tasks:set(n[state], { queue = queue, state = state }) end
+  end
+end
+
+local WORKFLOW_STATES = {
+  celers_workflows = { "running", "succeeded", "failed", "cancelled" },
+  celers_workflow_nodes = { "waiting", "enqueued", "succeeded", "failed", "cancelled" },
+}
+
+--- Set the workflow gauges from celers.workflow.counts() output:
+-- { workflows = { [state] = n }, nodes = { [state] = n } } (a state not given is 0).
+function metrics.update_from_workflow_counts(counts)
+  if type(counts) ~= "table" or type(counts.workflows) ~= "table" or type(counts.nodes) ~= "table" then
+    error("metrics.update_from_workflow_counts: 'counts' must be { workflows = {...}, nodes = {...} }", 2)
+  end
+  for metric, states in pairs(WORKFLOW_STATES) do
+    local by = metric == "celers_workflows" and counts.workflows or counts.nodes
+    for _, state in ipairs(states) do
+      local v = by[state] or 0
+      if type(v) ~= "number" then
+        error(("metrics.update_from_workflow_counts: the count of '%s' must be a number"):format(state), 2)
+      end
+      registry[metric]:set(v, { state = state })
+    end
   end
 end
 

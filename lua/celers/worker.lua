@@ -35,6 +35,7 @@
 local core = require "celers.core"
 local celers = require "celers"
 local retry = require "celers.retry"
+local workflow = require "celers.workflow"
 
 local M = {}
 
@@ -46,7 +47,7 @@ local OPTIONS = {
   prefetch_window = true, ack_flush = true,
   poll_min = true, poll_max = true, poll_factor = true, lease = true, heartbeat = true,
   retry = true, store_results = true, result_ttl = true, worker_id = true, on_event = true,
-  log = true, recover_interval = true, report_every = true,
+  log = true, recover_interval = true, report_every = true, workflow_resume = true,
 }
 
 local HANDLER_OPTIONS = { fn = true, retry = true, store_result = true, result_ttl = true }
@@ -126,7 +127,9 @@ end
 -- extensions; lease/3), retry (policy, preset name or options; default:
 -- retry.presets.default), store_results (false), result_ttl, worker_id, on_event(event,
 -- info), log(level, message) or false, report_every (seconds between rows written to the
--- worker registry, celers_workers; 10; false: never).
+-- worker registry, celers_workers; 10; false: never), workflow_resume (seconds between the
+-- sweeps that advance workflow members whose task ended without advancing them,
+-- celers.workflow.resume; 10; false: never).
 function M.new(opts)
   if type(opts) ~= "table" then error("worker.new: 'opts' must be a table", 2) end
   for k in pairs(opts) do
@@ -155,6 +158,11 @@ function M.new(opts)
     w.report_every = false
   else
     w.report_every = opt_number(opts, "report_every", 10, 0)
+  end
+  if opts.workflow_resume == false then
+    w.workflow_resume = false
+  else
+    w.workflow_resume = opt_number(opts, "workflow_resume", 10, 0)
   end
   w.store_results = opts.store_results and true or false
   w.result_ttl = opts.result_ttl
@@ -205,6 +213,7 @@ function M.new(opts)
   w.done = {}       -- finished tasks waiting for the batched ack: { task=, result= }
   w.done_since = 0  -- when the oldest of them finished
   w.unsettled = {}  -- failed tasks whose retry/reject did not reach the database
+  w.unadvanced = {} -- finished workflow members whose advance did not reach the database
   w.pause = 0       -- current pause after database errors (0: none)
   w.retry_at = 0    -- no database call before this time (monotonic) after an error
   return w
@@ -400,8 +409,30 @@ function Worker:_succeeded(task, handler, res)
     if not pok then sok, serr = nil, sok end
     if not sok then self.log("warn", "storing the result of " .. task.id .. " failed: " .. tostring(serr)) end
   end
+  local d = { task = task, result = res }
+  if workflow.member(task) and not self:_advance(d) then
+    self.unadvanced[#self.unadvanced + 1] = d
+    return
+  end
+  self:_complete(d)
+end
+
+-- Hand a finished task to the completer (the batched ack).
+function Worker:_complete(d)
   if #self.done == 0 then self.done_since = core.monotonic() end
-  self.done[#self.done + 1] = { task = task, result = res }
+  self.done[#self.done + 1] = d
+end
+
+-- A workflow member succeeded: advance its workflow before the ack (a crash in between runs
+-- the member again; its advance is then a no-op). false (logged) when the database failed:
+-- the task is kept, not acked, and advanced again before the next claim.
+function Worker:_advance(d)
+  local ok, err = workflow.succeeded(self.broker, d.task, d.result)
+  if ok == nil then
+    self:_db_failed("advancing the workflow of task " .. tostring(d.task.id), err)
+    return false
+  end
+  return true
 end
 
 -- The outcome of acking the finished tasks `done` of which `acked` were acked.
@@ -434,6 +465,15 @@ function Worker:_settle_failure(f)
   local b = self.broker
   local c = self.counts
   local settled, outcome
+  if not f.delay and not f.advanced and workflow.member(f.task) then
+    -- failed for good: the node fails (what depends on it is cancelled) before the reject
+    local ok, err = workflow.failed(b, f.task, f.msg)
+    if ok == nil then
+      self:_db_failed("failing the workflow node of task " .. tostring(f.task.id), err)
+      return false
+    end
+    f.advanced = true
+  end
   if f.delay then
     settled, outcome = b:retry(f.task, f.delay, f.msg)
   else
@@ -486,8 +526,13 @@ function Worker:_failed(task, handler, err)
   self:_settle_or_keep(f)
 end
 
--- Settle the failed tasks kept while the database was unwell. true when none is left.
+-- Settle the failed tasks kept while the database was unwell, and advance the workflows of
+-- the kept finished members. true when none is left.
 function Worker:_settle_kept()
+  while #self.unadvanced > 0 do
+    if not self:_advance(self.unadvanced[1]) then return false end
+    self:_complete(table.remove(self.unadvanced, 1))
+  end
   while #self.unsettled > 0 do
     if not self:_settle_failure(self.unsettled[1]) then return false end
     table.remove(self.unsettled, 1)
@@ -574,6 +619,7 @@ function Worker:process(task, entry)
   end
   local ctx = setmetatable({ worker = self, task = task, entry = entry, broker = self.broker,
                              attempt = task.retry_count }, Ctx)
+  if workflow.member(task) and not self:_parent_results(ctx) then return end
   self:_emit("start", { task = task })
   local started = core.monotonic()
   local r = pack(pcall(handler.fn, task.payload, ctx))
@@ -591,6 +637,21 @@ function Worker:process(task, entry)
   else
     self:_succeeded(task, handler, r[2])
   end
+end
+
+-- A workflow member receives its parents' results (ctx.results, and ctx.result = the first).
+-- When the database fails to give them the handler does not run: the task is snoozed for a
+-- second (no attempt used), else its lease brings it back. Returns false then.
+function Worker:_parent_results(ctx)
+  local results, err = workflow.parent_results(self.broker, ctx.task)
+  if not results then
+    self:_db_failed("reading the parents' results of task " .. tostring(ctx.task.id), err)
+    self.broker:snooze(ctx.task, 1)
+    return false
+  end
+  ctx.results = results
+  if results[1] ~= celers.json.null then ctx.result = results[1] end
+  return true
 end
 
 -- A handler snoozed its task: back to waiting, the attempt given back (fenced by the claim).
@@ -690,12 +751,12 @@ end
 -- On stop: offer what is finished to the database a few times before giving up.
 function Worker:_settle_on_stop()
   for _ = 1, STOP_SETTLE_TRIES do
-    if #self.done == 0 and #self.unsettled == 0 then return true end
+    if #self.done == 0 and #self.unsettled == 0 and #self.unadvanced == 0 then return true end
     local wait = self.retry_at - core.monotonic()
     if wait > 0 then core.sleep(wait) end
     if self:flush() then self:_db_ok() end
   end
-  local left = #self.done + #self.unsettled
+  local left = #self.done + #self.unsettled + #self.unadvanced
   if left > 0 then
     self.log("error", ("%d finished tasks could not be settled; they run again when their leases expire"):format(left))
     return false
@@ -729,8 +790,10 @@ function Worker:run(opts)
     self.worker_id, self.broker:queue(), self:_handler_count()))
   self:_emit("started", { worker_id = self.worker_id })
   self:_report(true)
+  self:_resume_workflows(true)
   while not self:stopping() do
     self:_report(false)
+    self:_resume_workflows(false)
     if max_tasks and claimed >= max_tasks then break end
     local n = self:claim_size()
     if max_tasks then n = math.min(n, max_tasks - claimed) end
@@ -773,6 +836,29 @@ function Worker:_report(force)
     info = { handlers = names, batch_size = self.batch_size },
   }
   if not ok then self.log("warn", "worker registry: " .. tostring(err)) end
+end
+
+-- Every workflow_resume seconds (force: now), advance a bounded number of workflow members
+-- whose task ended without advancing them (celers.workflow.resume), going on where the last
+-- sweep stopped. A failure is logged and left for the next sweep; a database without the
+-- workflow tables (not migrated) ends the sweeps.
+local NO_TABLE = 1146
+function Worker:_resume_workflows(force)
+  if not self.workflow_resume or not self:_db_ready() then return end
+  local now = core.monotonic()
+  if not force and self._resumed and now - self._resumed < self.workflow_resume then return end
+  self._resumed = now
+  local n, cursor = workflow.resume(self.broker, { limit = 100, after = self._resume_cursor })
+  if n == nil then
+    if type(cursor) == "table" and cursor.errno == NO_TABLE then
+      self.workflow_resume = false
+      return
+    end
+    self.log("warn", "workflow resume: " .. tostring(cursor))
+    return
+  end
+  self._resume_cursor = cursor
+  if n > 0 then self.log("info", ("workflow resume advanced %d nodes"):format(n)) end
 end
 
 function Worker:_handler_count()
