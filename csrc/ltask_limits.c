@@ -56,7 +56,8 @@ static int broker_remove_limit(lua_State *L)
     return 1;
 }
 
-/* list_limits() -> list of {name, concurrency, partition_by, rate, period, running, started}. */
+/* list_limits() -> list of {name, concurrency, partition_by, rate, period, running, started,
+ * waiting}. */
 static int broker_list_limits(lua_State *L)
 {
     const char *fn = "list_limits";
@@ -66,7 +67,7 @@ static int broker_list_limits(lua_State *L)
     if (ce_list_limits(lbroker_conn(L, b, fn), &rows, &err) < 0) return aux_push_error(L, &err);
     lua_createtable(L, (int)rows.nrows, 0);
     for (unsigned int r = 0; r < rows.nrows; r++) {
-        lua_createtable(L, 0, 7);
+        lua_createtable(L, 0, 8);
         lrows_set_string(L, CE_CELL(&rows, r, CE_L_NAME), "name");
         lrows_set_integer(L, CE_CELL(&rows, r, CE_L_MAX_RUNNING), "concurrency");
         lrows_set_string(L, CE_CELL(&rows, r, CE_L_PARTITION_BY), "partition_by");
@@ -74,6 +75,7 @@ static int broker_list_limits(lua_State *L)
         lrows_set_number(L, CE_CELL(&rows, r, CE_L_RATE_PERIOD), "period");
         lrows_set_integer(L, CE_CELL(&rows, r, CE_L_RUNNING), "running");
         lrows_set_integer(L, CE_CELL(&rows, r, CE_L_STARTED), "started");
+        lrows_set_integer(L, CE_CELL(&rows, r, CE_L_WAITING), "waiting");
         lua_rawseti(L, -2, (int)r + 1);
     }
     ce_rows_free(&rows);

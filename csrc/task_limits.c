@@ -24,7 +24,9 @@ static const char SQL_LIST[] =
     " WHERE t.task_name = l.task_name AND t.state = 'processing'), "
     "(SELECT COALESCE(SUM(s.started), 0) FROM celers_task_starts AS s "
     " WHERE s.task_name = l.task_name AND l.rate_period IS NOT NULL "
-    " AND s.started_at > DATE_SUB(NOW(6), INTERVAL ROUND(1000000 * l.rate_period) MICROSECOND)) "
+    " AND s.started_at > DATE_SUB(NOW(6), INTERVAL ROUND(1000000 * l.rate_period) MICROSECOND)), "
+    "(SELECT COUNT(*) FROM celers_tasks AS t FORCE INDEX (idx_celers_tasks_limited) "
+    " WHERE t.task_name = l.task_name AND t.state IN ('pending', 'scheduled')) "
     "FROM celers_task_limits AS l ORDER BY l.task_name";
 static const char SQL_NAMES[] = "SELECT task_name FROM celers_task_limits ORDER BY task_name";
 

@@ -33,7 +33,8 @@ int ce_set_limit(ce_conn *c, const ce_limit *l, ce_error *err);
 /* Drop it; *removed is 0 when there was none. */
 int ce_remove_limit(ce_conn *c, const char *task_name, int *removed, ce_error *err);
 /* Every limit with its state: task_name, max_running, partition_by, rate_limit, rate_period,
- * running (processing now), started (starts in the last rate_period), in name order. */
+ * running (processing now), started (starts in the last rate_period), waiting (pending or
+ * scheduled, every queue), in name order. */
 enum ce_limit_col {
     CE_L_NAME,
     CE_L_MAX_RUNNING,
@@ -42,6 +43,7 @@ enum ce_limit_col {
     CE_L_RATE_PERIOD,
     CE_L_RUNNING,
     CE_L_STARTED,
+    CE_L_WAITING,
     CE_L_NCOLS
 };
 int ce_list_limits(ce_conn *c, ce_rows *out, ce_error *err);

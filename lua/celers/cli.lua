@@ -234,7 +234,7 @@ Limits of task names, for every worker and process on the database (they are not
 queue): at most N tasks of NAME processing at once (per value of the payload field FIELD,
 or JSON path $..., with --partition-by), at most N starts in any S seconds (--period,
 default 1). set replaces the name's limit; list shows each limit with RUNNING (processing
-now) and STARTED (starts in the last period).]==],
+now), WAITING (pending or scheduled) and STARTED (starts in the last period).]==],
   metrics = [[
 Usage: celers metrics
 
@@ -1256,7 +1256,8 @@ end
 
 local LIMIT_COLS = {
   { "name", "NAME" }, { "concurrency", "CONCURRENCY" }, { "partition_by", "PARTITION BY" },
-  { "rate", "RATE" }, { "period", "PERIOD" }, { "running", "RUNNING" }, { "started", "STARTED" },
+  { "rate", "RATE" }, { "period", "PERIOD" }, { "running", "RUNNING" }, { "waiting", "WAITING" },
+  { "started", "STARTED" },
 }
 
 function commands.limits(o)

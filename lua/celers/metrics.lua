@@ -262,6 +262,8 @@ predefine("gauge", "celers_workflow_nodes", "Workflow nodes (member tasks) by st
 predefine("gauge", "celers_limit_running", "Processing tasks of a limited task name (every queue).", { "task_name" })
 predefine("gauge", "celers_limit_concurrency", "The concurrency limit of a task name.", { "task_name" })
 predefine("gauge", "celers_limit_started", "Starts of a rate-limited task name in its last period.", { "task_name" })
+predefine("gauge", "celers_limit_waiting", "Pending and scheduled tasks of a limited task name (every queue).",
+  { "task_name" })
 
 -- Lifecycle states only, so sum(celers_tasks) is the row count; celers_queue_size is
 -- pending + scheduled (every waiting task).
@@ -321,17 +323,19 @@ end
 -- running=, started=, ...}); names no longer limited leave the gauges.
 function metrics.update_from_limits(list)
   if type(list) ~= "table" then error("metrics.update_from_limits: 'list' must be a table", 2) end
-  local running, cap, started = registry.celers_limit_running, registry.celers_limit_concurrency,
-                                registry.celers_limit_started
+  local running, cap, started, waiting = registry.celers_limit_running, registry.celers_limit_concurrency,
+                                         registry.celers_limit_started, registry.celers_limit_waiting
   running:clear()
   cap:clear()
   started:clear()
+  waiting:clear()
   for i, l in ipairs(list) do
     if type(l) ~= "table" or type(l.name) ~= "string" then
       error(("metrics.update_from_limits: 'list[%d]' must be a limit from list_limits"):format(i), 2)
     end
     local labels = { task_name = l.name }
     running:set(tonumber(l.running) or 0, labels)
+    waiting:set(tonumber(l.waiting) or 0, labels)
     if l.concurrency then cap:set(l.concurrency, labels) end
     if l.rate then started:set(tonumber(l.started) or 0, labels) end
   end
