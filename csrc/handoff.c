@@ -41,39 +41,6 @@ static int handoff_op(ce_conn *c, void *vctx, ce_error *err)
     return 0;
 }
 
-int ce_ack_and_claim(ce_conn *c, const char *queue, ce_task_ref prev, const char *worker_id,
-                     double lease, int *acked, ce_rows *out, ce_error *err)
-{
-    handoff_ctx x = {queue, prev, worker_id, lease, acked, out};
-    memset(out, 0, sizeof *out);
-    *acked = 0;
-    ce_recover_if_due(c, queue);
-    ce_stage_if_due(c, queue);
-    ce_limits_refresh_if_due(c);
-    if (c->nlimits) {
-        /* The procedure never claims a limited name: the C transaction does both. */
-        unsigned long long n = 0;
-        int rc = ce_ack_batch_and_claim(c, queue, &prev, prev.id ? 1 : 0, 1, worker_id, lease, &n,
-                                        out, err);
-        *acked = n > 0;
-        if (rc < 0 && prev.id) {
-            ce_error ignored;
-            if (ce_ack_landed(c, prev, acked, &ignored) < 0) *acked = 0;
-        }
-        return rc;
-    }
-    /* Ack and claim are one transaction inside the procedure: a deadlock rolls both back and
-     * may run again; a lost link may have committed both, so it reports "lost". */
-    if (ce_conn_run(c, CE_ONCE, handoff_op, &x, err) == 0) return 0;
-    /* Failed or lost: whether the ack landed is still known to the database. The caller gets
-     * the error and, in *acked, the ack's outcome (unknown stays 0: `ack` is safe to repeat). */
-    if (prev.id) {
-        ce_error ignored;
-        if (ce_ack_landed(c, prev, acked, &ignored) < 0) *acked = 0;
-    }
-    return -1;
-}
-
 typedef struct {
     const char *queue;
     const ce_task_ref *refs;
@@ -97,6 +64,38 @@ static int batch_handoff_op(ce_conn *c, void *vctx, ce_error *err)
         return -1;
     }
     return 0;
+}
+
+int ce_ack_and_claim(ce_conn *c, const char *queue, ce_task_ref prev, const char *worker_id,
+                     double lease, int *acked, ce_rows *out, ce_error *err)
+{
+    handoff_ctx x = {queue, prev, worker_id, lease, acked, out};
+    unsigned long long n = 0;
+    batch_handoff_ctx bx = {queue, &prev, prev.id ? 1 : 0, 1, worker_id, lease, &n, out};
+    int rc;
+    memset(out, 0, sizeof *out);
+    *acked = 0;
+    ce_recover_if_due(c, queue);
+    ce_stage_if_due(c, queue);
+    ce_limits_refresh_if_due(c);
+    if (c->nlimits) {
+        /* The procedure never claims a limited name: the same ack and claim as one C
+         * transaction (see ce_ack_batch_and_claim for its repeat policy). */
+        rc = ce_conn_run(c, CE_REPEAT, batch_handoff_op, &bx, err);
+        *acked = n > 0;
+    } else {
+        /* Ack and claim are one transaction inside the procedure: a deadlock rolls both back
+         * and may run again; a lost link may have committed both, so it reports "lost". */
+        rc = ce_conn_run(c, CE_ONCE, handoff_op, &x, err);
+    }
+    if (rc == 0) return 0;
+    /* Failed or lost: whether the ack landed is still known to the database. The caller gets
+     * the error and, in *acked, the ack's outcome (unknown stays 0: `ack` is safe to repeat). */
+    if (prev.id) {
+        ce_error ignored;
+        if (ce_ack_landed(c, prev, acked, &ignored) < 0) *acked = 0;
+    }
+    return -1;
 }
 
 int ce_ack_batch_and_claim(ce_conn *c, const char *queue, const ce_task_ref *refs, size_t nrefs,
